@@ -1,0 +1,1 @@
+"""The FastAPI app that streams step events over Server-Sent Events, and its dashboard."""

@@ -1,0 +1,1 @@
+"""Connectors to the MQTT broker: the Bytewax source and the simulator's publisher."""

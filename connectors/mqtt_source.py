@@ -1,0 +1,224 @@
+"""A Bytewax source over paho-mqtt that acknowledges a message only once its epoch is durable.
+
+Bytewax has no "epoch committed" hook for sources, but it only asks a partition for the first
+batch of epoch N+1 once every earlier epoch is complete downstream (outputs written, and with
+recovery the epoch's snapshots committed). So the partition remembers what it emitted, seals
+that list when `snapshot()` closes the epoch, and sends the PUBACKs at the top of the next
+`next_batch()`. A crash before then leaves the messages un-acked: the broker redelivers them
+to the same persistent session, and the flow's de-duplication and deterministic ids make the
+second pass harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as mqtt
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from typing_extensions import override
+
+from flows.model import Delivery, fingerprint
+
+__all__ = ["MqttSource", "MqttTarget"]
+
+logger = logging.getLogger(__name__)
+
+_IDLE_POLL = timedelta(milliseconds=20)
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    """Where and how to connect: parsed from an `mqtt://` or `mqtts://` URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttTarget:
+        """Parse `mqtt[s]://[user[:password]@]host[:port]`."""
+        parts = urlparse(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            msg = f"MQTT URL must look like mqtt://host:port or mqtts://host:port, got {url!r}"
+            raise ValueError(msg)
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def connect(self, client: mqtt.Client, ca_file: str | None = None) -> None:
+        """Configure credentials and TLS on `client`, then start connecting in the background."""
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.connect_async(self.host, self.port, keepalive=30)
+
+
+@dataclass
+class _Received:
+    generation: int
+    mid: int
+    qos: int
+    delivery: Delivery
+
+
+@dataclass
+class _MqttPartition(StatefulSourcePartition[Delivery, None]):
+    client: mqtt.Client
+    inbox: queue.Queue[_Received]
+    batch_size: int
+    connection: list[int]
+    emitted: list[tuple[int, int, int]] = field(default_factory=list)
+    sealed: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @override
+    def next_batch(self) -> list[Delivery]:
+        self._ack_sealed()
+        batch: list[Delivery] = []
+        while len(batch) < self.batch_size:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item.qos > 0:
+                self.emitted.append((item.generation, item.mid, item.qos))
+            batch.append(item.delivery)
+        return batch
+
+    @override
+    def next_awake(self) -> datetime | None:
+        # Poll again soon when idle instead of spinning; with messages waiting, at once.
+        if self.inbox.empty():
+            return datetime.now(UTC) + _IDLE_POLL
+        return None
+
+    @override
+    def snapshot(self) -> None:
+        # The epoch closes here: what was emitted in it may be acked once it is durable.
+        self.sealed.extend(self.emitted)
+        self.emitted = []
+
+    @override
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def _ack_sealed(self) -> None:
+        current = self.connection[0]
+        for generation, mid, qos in self.sealed:
+            # A mid from an earlier connection means another message now: the broker will
+            # redeliver that one on this connection, so it is acked when seen again.
+            if generation == current:
+                self.client.ack(mid, qos)
+        self.sealed = []
+
+
+class MqttSource(FixedPartitionedSource[Delivery, None]):
+    """Deliveries from MQTT topics, QoS 1, persistent sessions, acked after durability.
+
+    Each partition is one MQTT client with a stable client id and a persistent session.
+    With more than one partition they join a shared subscription so the broker spreads the
+    load; a message is redelivered to the same session if the flow dies before acking it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        topics: list[str],
+        *,
+        qos: int = 1,
+        client_id: str = "vitalflow",
+        partitions: int = 1,
+        share_group: str = "vitalflow",
+        inbox_size: int = 20_000,
+        batch_size: int = 1000,
+        ca_file: str | None = None,
+    ) -> None:
+        self._target = MqttTarget.from_url(url)
+        self._topics = topics
+        self._qos = qos
+        self._client_id = client_id
+        self._partitions = partitions
+        self._share_group = share_group
+        self._inbox_size = inbox_size
+        self._batch_size = batch_size
+        self._ca_file = ca_file
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [f"mqtt-{i}" for i in range(self._partitions)]
+
+    @override
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> _MqttPartition:
+        # Un-acked messages live in the broker's session, not in our snapshots.
+        del resume_state
+        inbox: queue.Queue[_Received] = queue.Queue(maxsize=self._inbox_size)
+        connection = [0]
+        subscriptions = [
+            (f"$share/{self._share_group}/{t}" if self._partitions > 1 else t, self._qos)
+            for t in self._topics
+        ]
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{self._client_id}-{for_part}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        lock = threading.Lock()
+
+        def on_connect(
+            client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags, reason: object, _p: object
+        ) -> None:
+            if getattr(reason, "is_failure", False):
+                logger.warning("MQTT connect to %s refused: %s", self._target.host, reason)
+                return
+            with lock:
+                connection[0] += 1
+            logger.info(
+                "MQTT %s connected to %s:%s (session present: %s)",
+                for_part, self._target.host, self._target.port, flags.session_present,
+            )
+            # Subscribing again is harmless with a session present and needed without one.
+            client.subscribe(subscriptions)
+
+        def on_disconnect(
+            _client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+        ) -> None:
+            logger.warning("MQTT %s disconnected (%s); paho reconnects with backoff", for_part, reason)
+
+        def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+            topic = message.topic
+            payload = bytes(message.payload)
+            delivery = Delivery(
+                topic=topic,
+                payload=payload,
+                received_at=datetime.now(UTC),
+                message_id=fingerprint(topic, payload),
+            )
+            # Blocking here when the inbox is full stops paho reading the socket: TCP
+            # backpressure reaches the broker instead of memory growing without bound.
+            inbox.put(_Received(connection[0], message.mid, message.qos, delivery))
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        self._target.connect(client, self._ca_file)
+        client.loop_start()
+        return _MqttPartition(client, inbox, self._batch_size, connection)

@@ -1,0 +1,1 @@
+"""The vitalflow dataflow: MQTT deliveries through parse, patient lookup, enrich and store."""

@@ -1,0 +1,213 @@
+"""The `vitalflow` command line: run, api, simulate, seed, dlq replay, demo.
+
+Every setting of `Settings` is also a flag (`VITALFLOW_MQTT_URL` is `--mqtt-url`); a flag
+given on the command line wins over the environment and `.env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, get_args
+
+from flows.settings import Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("vitalflow")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also VITALFLOW_<NAME> in the environment)")
+    for name, info in Settings.model_fields.items():
+        types = [t for t in (get_args(info.annotation) or (info.annotation,)) if t is not type(None)]
+        kind = types[0] if types else str
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            convert: Any = kind if kind in (int, float, Path) else str
+            group.add_argument(flag, dest=name, type=convert, default=None, metavar=name.upper())
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Build the settings: environment and `.env`, overridden by the flags that were given."""
+    given = {n: getattr(args, n) for n in Settings.model_fields if getattr(args, n, None) is not None}
+    if getattr(args, "no_recovery", False):
+        given["recovery_dir"] = None
+    return Settings(**given)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from flows.pipeline import build_flow
+
+    settings = settings_from(args)
+    recovery = None
+    if settings.recovery_dir is not None:
+        directory = settings.recovery_dir
+        if not any(directory.glob("part-*.sqlite3")):
+            directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(directory, settings.workers)
+        recovery = RecoveryConfig(directory)
+    logger.info(
+        "vitalflow run: mqtt %s topics %s -> mongo db %s, events %s (recovery: %s)",
+        _without_password(settings.mqtt_url),
+        ",".join(settings.topics),
+        settings.mongo_db,
+        settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
+        settings.recovery_dir or "off",
+    )
+    cli_main(
+        build_flow(settings),
+        workers_per_process=settings.workers,
+        epoch_interval=timedelta(seconds=settings.epoch_interval_seconds),
+        recovery_config=recovery,
+    )
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    serve(settings_from(args))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from connectors.simulator import run_simulation
+
+    report = run_simulation(
+        settings_from(args),
+        rate=args.rate,
+        duration=args.duration,
+        count=args.count,
+        patients=args.patients,
+        seed=args.seed,
+        duplicate_fraction=args.duplicate_fraction,
+        malformed_fraction=args.malformed_fraction,
+        unknown_fraction=args.unknown_fraction,
+        sos_fraction=args.sos_fraction,
+    )
+    print(report)
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from flows.seed import seed_registry
+
+    print(seed_registry(settings_from(args), seed=args.seed, patients=args.patients))
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from flows.dlq_replay import replay_dead_letters
+
+    report = replay_dead_letters(
+        settings_from(args),
+        from_beginning=args.from_beginning,
+        limit=args.limit,
+        codes=set(args.code) if args.code else None,
+        dry_run=args.dry_run,
+    )
+    print(report)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    return run_demo(args)
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="vitalflow", description="Live medical-device telemetry pipeline."
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the dataflow against the configured services")
+    run.add_argument("--no-recovery", action="store_true", help="run without Bytewax recovery")
+    _add_settings_flags(run)
+    run.set_defaults(handler=_run)
+
+    api = commands.add_parser("api", help="serve the SSE API and the dashboard")
+    _add_settings_flags(api)
+    api.set_defaults(handler=_api)
+
+    simulate = commands.add_parser("simulate", help="publish realistic device traffic")
+    simulate.add_argument("--rate", type=float, default=10.0, help="messages per second")
+    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: until --count or Ctrl-C)")
+    simulate.add_argument("--count", type=int, default=None, help="messages to publish")
+    simulate.add_argument("--patients", type=int, default=12, help="patients in the roster (as seeded)")
+    simulate.add_argument("--seed", type=int, default=7, help="roster and traffic seed (as seeded)")
+    simulate.add_argument("--duplicate-fraction", type=float, default=0.05)
+    simulate.add_argument("--malformed-fraction", type=float, default=0.02)
+    simulate.add_argument("--unknown-fraction", type=float, default=0.03)
+    simulate.add_argument("--sos-fraction", type=float, default=0.005)
+    _add_settings_flags(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    seed = commands.add_parser("seed", help="register the demo patients and their devices")
+    seed.add_argument("--patients", type=int, default=12)
+    seed.add_argument("--seed", type=int, default=7)
+    _add_settings_flags(seed)
+    seed.set_defaults(handler=_seed)
+
+    dlq = commands.add_parser("dlq", help="dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    replay = dlq_commands.add_parser("replay", help="re-publish dead letters to their MQTT topics")
+    replay.add_argument("--from-beginning", action="store_true", help="replay all, not only new ones")
+    replay.add_argument("--limit", type=int, default=None)
+    replay.add_argument("--code", action="append", help="only this error code (repeatable)")
+    replay.add_argument("--dry-run", action="store_true")
+    _add_settings_flags(replay)
+    replay.set_defaults(handler=_dlq_replay)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole system on embedded defaults, no servers needed",
+        description=(
+            "Starts an embedded MQTT broker (amqtt), an embedded document store (montydb, on "
+            "disk), an embedded event log (SQLite), the dataflow, the simulator and the API "
+            "with the dashboard on http://127.0.0.1:8000. Set VITALFLOW_MQTT_URL, "
+            "VITALFLOW_MONGO_URL or VITALFLOW_KAFKA_BOOTSTRAP to use a real service instead."
+        ),
+    )
+    demo.add_argument("--data-dir", type=Path, default=Path(".vitalflow/demo"))
+    demo.add_argument("--rate", type=float, default=5.0, help="simulated messages per second")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    _add_settings_flags(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `vitalflow` command line."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

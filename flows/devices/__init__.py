@@ -1,0 +1,1 @@
+"""Device tables: one module per device family, data rather than branches."""

@@ -1,0 +1,174 @@
+"""The values that travel through the dataflow, from an MQTT delivery to stored observations.
+
+A `Delivery` is what the source emits. Each stage adds its outcome to the `Envelope` that
+wraps it, so the five step events of a message are built together at the end, in order,
+and the first error or skip ends the chain without any branch in the flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Delivery",
+    "DeviceStatus",
+    "Envelope",
+    "ObservationKind",
+    "ParseError",
+    "ParsedMessage",
+    "Reading",
+    "Step",
+    "StepOutcome",
+    "StepStatus",
+    "fingerprint",
+]
+
+
+class Step(StrEnum):
+    """The five stages every message is reported through."""
+
+    RECEIVED = "1_mqtt_received"
+    PARSED = "2_payload_parsed"
+    LOOKUP = "3_patient_lookup"
+    UPDATED = "4_patient_updated"
+    STORED = "5_medical_stored"
+
+
+class StepStatus(StrEnum):
+    """How a stage ended for one message."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class ObservationKind(StrEnum):
+    """The kinds of observation DESIGN.md names."""
+
+    BLOOD_PRESSURE = "blood_pressure"
+    HEART_RATE = "heart_rate"
+    SPO2 = "spo2"
+    BODY_TEMPERATURE = "body_temperature"
+    BODY_WEIGHT = "body_weight"
+    BLOOD_GLUCOSE = "blood_glucose"
+    URIC_ACID = "uric_acid"
+    CHOLESTEROL = "cholesterol"
+    STEPS = "steps"
+    SLEEP = "sleep"
+    LOCATION = "location"
+    EMERGENCY = "emergency"
+
+
+def fingerprint(topic: str, payload: bytes) -> str:
+    """Return the message id: a digest of the topic and the exact payload bytes.
+
+    A redelivered or republished copy has the same id; a new reading, even one differing only
+    in its timestamp, has another.
+    """
+    digest = hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\x00" + payload)
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One MQTT message as the broker handed it to us."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    message_id: str
+
+
+class ParseError(Exception):
+    """A payload that cannot be turned into observations; becomes a step-2 error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Reading:
+    """One normalised reading before enrichment (a BP reading, an SpO2 reading, ...).
+
+    `values` holds numbers in the unit of the kind's table (mmHg, %, Cel, kg, mg/dL, ...);
+    `attributes` holds non-numeric context (glucose marker, thermometer mode, ...).
+    """
+
+    kind: ObservationKind
+    values: dict[str, Any]
+    measured_at: datetime
+    device_time: datetime | None
+    sub_device: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeviceStatus:
+    """What a status message says about a device (heartbeat, battery, signal, online)."""
+
+    device_key: str
+    online: bool | None = None
+    battery: float | None = None
+    signal: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedMessage:
+    """A payload understood: who sent it, what it carries, where to look its patient up."""
+
+    device_type: str
+    device_id: str
+    message_kind: str
+    readings: list[Reading] = field(default_factory=list)
+    lookup_keys: list[str] = field(default_factory=list)
+    status: DeviceStatus | None = None
+    skip_reason: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """The result of one stage for one message, as reported in its step event."""
+
+    step: Step
+    status: StepStatus
+    at: datetime
+    processed_data: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Envelope:
+    """A delivery on its way through the stages, with every outcome so far."""
+
+    delivery: Delivery
+    device_type: str
+    device_id: str
+    payload: dict[str, Any]
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    parsed: ParsedMessage | None = None
+    patient_id: str | None = None
+    hospital_id: str | None = None
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    delivery_number: int = 1
+
+    @property
+    def finished(self) -> bool:
+        """True once a stage has ended the chain with an error or a skip."""
+        return bool(self.outcomes) and self.outcomes[-1].status is not StepStatus.SUCCESS
+
+    @property
+    def failed(self) -> StepOutcome | None:
+        """The error outcome that ended the chain, if one did."""
+        if self.outcomes and self.outcomes[-1].status is StepStatus.ERROR:
+            return self.outcomes[-1]
+        return None

@@ -1,0 +1,91 @@
+"""Stage 2: the payload of an envelope is parsed into readings, or the chain ends here.
+
+A payload that cannot be understood becomes a step-2 error (and later a dead letter); a cloud
+command or a status-only message is skipped with its reason. Nothing raised by a hostile
+payload may escape: an exception here would stop the whole dataflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from flows.device_clock import ClockRule
+from flows.model import Envelope, ParseError, Step, StepOutcome, StepStatus
+from flows.parse import parse_payload
+from flows.redact import redact
+from flows.step_events import isoformat_z
+
+__all__ = ["NOTHING_TO_STORE", "parse_envelope"]
+
+logger = logging.getLogger(__name__)
+
+NOTHING_TO_STORE = "status message with nothing to store"
+
+
+def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
+    """Parse the delivery of `envelope` and record the `2_payload_parsed` outcome."""
+    delivery = envelope.delivery
+    try:
+        parsed = parse_payload(delivery.topic, delivery.payload, delivery.received_at, clock)
+    except ParseError as exc:
+        outcome = StepOutcome(
+            step=Step.PARSED,
+            status=StepStatus.ERROR,
+            at=datetime.now(UTC),
+            error_code=exc.code,
+            error_message=exc.message,
+        )
+        return replace(envelope, payload=_redacted_or_empty(delivery.payload), outcomes=[*envelope.outcomes, outcome])
+    except Exception as exc:  # a parser bug must not stop the flow: report it as an error
+        logger.exception("parser failed on message %s", delivery.message_id)
+        outcome = StepOutcome(
+            step=Step.PARSED,
+            status=StepStatus.ERROR,
+            at=datetime.now(UTC),
+            error_code="parser_failure",
+            error_message=f"internal parser error: {type(exc).__name__}",
+        )
+        return replace(envelope, payload=_redacted_or_empty(delivery.payload), outcomes=[*envelope.outcomes, outcome])
+    summary: dict[str, Any] = {
+        "message_kind": parsed.message_kind,
+        "readings": [
+            {"kind": str(r.kind), "values": r.values, "measured_at": isoformat_z(r.measured_at)}
+            for r in parsed.readings
+        ],
+    }
+    if parsed.status is not None:
+        summary["device_status"] = {
+            "device_key": parsed.status.device_key,
+            "online": parsed.status.online,
+            "battery": parsed.status.battery,
+            "signal": parsed.status.signal,
+        }
+    reason = parsed.skip_reason or (None if parsed.readings else NOTHING_TO_STORE)
+    outcome = StepOutcome(
+        step=Step.PARSED,
+        status=StepStatus.SKIPPED if reason else StepStatus.SUCCESS,
+        at=datetime.now(UTC),
+        processed_data=summary,
+        reason=reason,
+    )
+    return replace(
+        envelope,
+        device_type=parsed.device_type,
+        device_id=parsed.device_id,
+        payload=parsed.payload,
+        parsed=parsed,
+        outcomes=[*envelope.outcomes, outcome],
+    )
+
+
+def _redacted_or_empty(payload: bytes) -> dict[str, Any]:
+    """Return the payload for the step event when it is a JSON object, without personal data."""
+    try:
+        decoded = json.loads(payload)
+    except (ValueError, RecursionError):
+        return {}
+    return redact(decoded) if isinstance(decoded, dict) else {}

@@ -1,0 +1,65 @@
+"""vitalflow's configuration: one settings object, read once from the environment and `.env`.
+
+Every variable in DESIGN.md has a field here; the CLI maps each to a flag of the same name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+DEFAULT_TOPICS = "ESP32_BLE_GW_TX,dusun_pub,iMEDE_watch/#,CM4_BLE_GW_TX"
+
+
+class Settings(BaseSettings):
+    """Everything vitalflow can be told, with the defaults of DESIGN.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VITALFLOW_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_topics: str = DEFAULT_TOPICS
+    mqtt_qos: int = Field(default=1, ge=0, le=2)
+    mqtt_client_id: str = "vitalflow"
+    mqtt_share_group: str = "vitalflow"
+    mqtt_partitions: int = Field(default=1, ge=1)
+    mqtt_inbox_size: int = Field(default=20_000, ge=1)
+    mqtt_ca_file: str | None = None
+
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "vitalflow"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    steps_topic: str = "vitalflow.steps"
+    dlq_topic: str = "vitalflow.dlq"
+    steps_partitions: int = Field(default=3, ge=1)
+    # `sqlite:///path` replaces Kafka by the embedded event log (the demo); None means Kafka.
+    event_log_url: str | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    auth: str = "jwt"
+
+    dedup_ttl_seconds: float = Field(default=600.0, gt=0)
+    dedup_max_per_device: int = Field(default=4096, ge=1)
+    lookup_cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    lookup_negative_ttl_seconds: float = Field(default=5.0, ge=0)
+    clock_max_age_days: float = Field(default=7.0, gt=0)
+    clock_max_skew_seconds: float = Field(default=300.0, ge=0)
+    thresholds_file: Path | None = None
+
+    recovery_dir: Path | None = Path(".vitalflow/recovery")
+    epoch_interval_seconds: float = Field(default=1.0, gt=0)
+    workers: int = Field(default=1, ge=1)
+
+    @property
+    def topics(self) -> list[str]:
+        """The MQTT topic filters to subscribe to."""
+        return [t.strip() for t in self.mqtt_topics.split(",") if t.strip()]

@@ -1,0 +1,82 @@
+"""The step events of a message: one CloudEvent per stage it reached, keyed by device.
+
+Event ids are `<message_id>/<step>` for the first delivery and `<message_id>/d<n>/<step>` for
+the n-th duplicate delivery, so a consumer can drop events re-emitted after a crash (same id)
+while each duplicate delivery still gets events of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from flows.model import Envelope, StepOutcome, StepStatus
+
+__all__ = ["SEVERITY_ORDER", "event_id", "isoformat_z", "step_events", "to_cloudevent"]
+
+SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
+
+
+def isoformat_z(moment: datetime) -> str:
+    """Return an RFC 3339 UTC timestamp with milliseconds, as CloudEvents consumers expect."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_id(envelope: Envelope, outcome: StepOutcome) -> str:
+    """Return the deterministic id of one step event."""
+    message_id = envelope.delivery.message_id
+    if envelope.delivery_number > 1:
+        return f"{message_id}/d{envelope.delivery_number}/{outcome.step}"
+    return f"{message_id}/{outcome.step}"
+
+
+def to_cloudevent(envelope: Envelope, outcome: StepOutcome) -> dict[str, Any]:
+    """Return the CloudEvent (structured mode) reporting `outcome` for `envelope`."""
+    error = (
+        {"code": outcome.error_code, "message": outcome.error_message}
+        if outcome.status is StepStatus.ERROR
+        else None
+    )
+    data: dict[str, Any] = {
+        "message_id": envelope.delivery.message_id,
+        "step": str(outcome.step),
+        "status": str(outcome.status),
+        "device_type": envelope.device_type,
+        "device_id": envelope.device_id,
+        "topic": envelope.delivery.topic,
+        "patient_id": envelope.patient_id,
+        "hospital_id": envelope.hospital_id,
+        "payload": envelope.payload,
+        "processed_data": outcome.processed_data,
+        "error": error,
+        "reason": outcome.reason,
+    }
+    if "severity" in outcome.processed_data:
+        data["severity"] = outcome.processed_data["severity"]
+        data["alert"] = outcome.processed_data.get("alert", False)
+    return {
+        "specversion": "1.0",
+        "id": event_id(envelope, outcome),
+        "source": "vitalflow",
+        "type": f"vitalflow.step.{outcome.step}",
+        "subject": f"{envelope.device_type}/{envelope.device_id}",
+        "time": isoformat_z(outcome.at),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def step_events(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
+    """Return `(key, (key, event JSON))` for each outcome, in step order, for the Kafka sink."""
+    key = envelope.device_id
+    return [
+        (key, (key, json.dumps(to_cloudevent(envelope, o), default=_jsonable).encode()))
+        for o in envelope.outcomes
+    ]
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return isoformat_z(value)
+    return str(value)

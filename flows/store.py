@@ -1,0 +1,223 @@
+"""Stages 4 and 5: latest vitals on the patient, then the observations, in bulk.
+
+Each batch costs at most three bulk writes: device status upserts, conditional `last_vitals`
+updates (only when the reading is newer than what the patient holds), and one unordered
+insert of all observations. Every write is idempotent (deterministic `_id`s, "newer than"
+conditions, `$set` upserts), so re-processing after a crash or a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from flows.model import Envelope, Step, StepOutcome, StepStatus
+from flows.step_events import SEVERITY_ORDER
+from sinks.backoff import call_with_backoff
+from sinks.mongo_database import TRANSIENT_MONGO_ERRORS
+
+__all__ = ["ObservationStore"]
+
+_DUPLICATE_KEY = 11000
+
+
+class ObservationStore:
+    """The `flat_map_batch` mapper of stages 4 and 5."""
+
+    def __init__(self, database: Callable[[], Database[dict[str, Any]]]) -> None:
+        self._open = database
+        self._db: Database[dict[str, Any]] | None = None
+
+    def __call__(self, batch: list[Envelope]) -> Iterable[Envelope]:
+        """Write what the batch carries and record stages 4 and 5 on each envelope."""
+        db = self._database()
+        self._write_device_status(db, batch)
+        result = list(batch)
+        ready = [i for i, e in enumerate(batch) if not e.finished and e.observations]
+        if ready:
+            updated = self._update_patients(db, [batch[i] for i in ready])
+            result = _put_back(result, ready, updated)
+            storable = [i for i in ready if not result[i].finished]
+            stored = self._insert_observations(db, [result[i] for i in storable])
+            result = _put_back(result, storable, stored)
+        return result
+
+    def _database(self) -> Database[dict[str, Any]]:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    @staticmethod
+    def _write_device_status(db: Database[dict[str, Any]], batch: list[Envelope]) -> None:
+        updates = []
+        for envelope in batch:
+            parsed = envelope.parsed
+            if parsed is None or parsed.status is None or envelope.failed is not None:
+                continue
+            status = parsed.status
+            fields: dict[str, Any] = {
+                "device_type": envelope.device_type,
+                "device_id": envelope.device_id,
+                "last_seen": envelope.delivery.received_at,
+                "last_message_kind": parsed.message_kind,
+            }
+            for name in ("online", "battery", "signal"):
+                value = getattr(status, name)
+                if value is not None:
+                    fields[name] = value
+            if status.details:
+                fields["details"] = status.details
+            updates.append(UpdateOne({"_id": status.device_key}, {"$set": fields}, upsert=True))
+        if updates:
+            call_with_backoff(
+                lambda: db.device_status.bulk_write(updates, ordered=False),
+                "device_status upsert",
+                TRANSIENT_MONGO_ERRORS,
+            )
+
+    @staticmethod
+    def _update_patients(db: Database[dict[str, Any]], ready: list[Envelope]) -> list[Envelope]:
+        operations: list[UpdateOne] = []
+        owners: list[int] = []
+        kinds_of: dict[int, list[str]] = {}
+        for position, envelope in enumerate(ready):
+            newest: dict[str, dict[str, Any]] = {}
+            for doc in envelope.observations:
+                kind = doc["kind"]
+                if kind not in newest or doc["measured_at"] >= newest[kind]["measured_at"]:
+                    newest[kind] = doc
+            kinds_of[position] = sorted(newest)
+            for kind, doc in newest.items():
+                field = f"last_vitals.{kind}"
+                operations.append(
+                    UpdateOne(
+                        {
+                            "_id": envelope.patient_id,
+                            "$or": [
+                                {field: {"$exists": False}},
+                                {f"{field}.measured_at": {"$lt": doc["measured_at"]}},
+                            ],
+                        },
+                        {"$set": {field: _latest(doc)}},
+                    )
+                )
+                owners.append(position)
+        failures = _write_errors(
+            lambda: db.patients.bulk_write(operations, ordered=False), "patients update"
+        )
+        return _record(
+            ready,
+            {owners[i]: error for i, error in failures.items()},
+            Step.UPDATED,
+            "patient_update_failed",
+            lambda position, e: {"patient_id": e.patient_id, "kinds": kinds_of[position]},
+        )
+
+    @staticmethod
+    def _insert_observations(db: Database[dict[str, Any]], ready: list[Envelope]) -> list[Envelope]:
+        documents: list[dict[str, Any]] = []
+        owners: list[int] = []
+        for position, envelope in enumerate(ready):
+            documents.extend(envelope.observations)
+            owners.extend([position] * len(envelope.observations))
+        failures = _write_errors(
+            lambda: db.observations.insert_many(documents, ordered=False), "observations insert"
+        )
+        return _record(
+            ready,
+            {owners[i]: error for i, error in failures.items()},
+            Step.STORED,
+            "store_failed",
+            lambda _position, e: _stored_summary(e),
+        )
+
+
+def _put_back(batch: list[Envelope], positions: list[int], done: list[Envelope]) -> list[Envelope]:
+    for position, envelope in zip(positions, done, strict=True):
+        batch[position] = envelope
+    return batch
+
+
+def _record(
+    envelopes: list[Envelope],
+    errors: dict[int, str],
+    step: Step,
+    error_code: str,
+    summary: Callable[[int, Envelope], dict[str, Any]],
+) -> list[Envelope]:
+    """Append the outcome of `step` to each envelope: its first write error, or success."""
+    now = datetime.now(UTC)
+    result = []
+    for position, envelope in enumerate(envelopes):
+        if position in errors:
+            outcome = StepOutcome(
+                step=step,
+                status=StepStatus.ERROR,
+                at=now,
+                error_code=error_code,
+                error_message=errors[position],
+            )
+        else:
+            outcome = StepOutcome(
+                step=step,
+                status=StepStatus.SUCCESS,
+                at=now,
+                processed_data=summary(position, envelope),
+            )
+        result.append(replace(envelope, outcomes=[*envelope.outcomes, outcome]))
+    return result
+
+
+def _write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
+    """Run a bulk write; return the errors by operation index, duplicates counting as done."""
+    try:
+        call_with_backoff(write, what, TRANSIENT_MONGO_ERRORS)
+    except BulkWriteError as exc:
+        errors: dict[int, str] = {}
+        for error in exc.details.get("writeErrors", []):
+            # The document is already there from an earlier pass: idempotent success.
+            if error.get("code") == _DUPLICATE_KEY or "duplicate key" in str(error.get("errmsg", "")):
+                continue
+            errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
+        return errors
+    return {}
+
+
+def _latest(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "observation_id": doc["_id"],
+        "measured_at": doc["measured_at"],
+        "values": doc["values"],
+        "severity": doc.get("severity", "normal"),
+        "device_type": doc["device_type"],
+    }
+
+
+def _stored_summary(envelope: Envelope) -> dict[str, Any]:
+    observations = [
+        {
+            "id": d["_id"],
+            "kind": d["kind"],
+            "values": d["values"],
+            "flags": d.get("flags", []),
+            "severity": d.get("severity", "normal"),
+        }
+        for d in envelope.observations
+    ]
+    severity = max(
+        (o["severity"] for o in observations),
+        key=lambda s: SEVERITY_ORDER.index(s) if s in SEVERITY_ORDER else 0,
+        default="normal",
+    )
+    return {
+        "observations": observations,
+        "count": len(observations),
+        "severity": severity,
+        "alert": any(d.get("alert", False) for d in envelope.observations),
+    }

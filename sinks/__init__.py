@@ -1,0 +1,1 @@
+"""Writers to the durable stores: MongoDB, Kafka and the embedded event log."""

@@ -1,0 +1,31 @@
+"""Opening the MongoDB database vitalflow stores into, with the options every user needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
+from flows.settings import Settings
+
+__all__ = ["TRANSIENT_MONGO_ERRORS", "open_database"]
+
+# Errors that mean "the server is not there right now", worth waiting out.
+TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    ServerSelectionTimeoutError,
+)
+
+
+def open_database(settings: Settings) -> Database[dict[str, Any]]:
+    """Connect (lazily) to `settings.mongo_url` and return the `settings.mongo_db` database."""
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongo_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        appname="vitalflow",
+    )
+    return client[settings.mongo_db]

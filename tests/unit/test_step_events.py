@@ -1,0 +1,60 @@
+import base64
+import json
+from datetime import UTC, datetime
+
+from flows.dead_letters import dead_letters
+from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
+from flows.step_events import step_events
+
+T0 = datetime(2026, 11, 26, 10, 30, 0, 123000, tzinfo=UTC)
+
+
+def make(payload: bytes, outcomes: list[StepOutcome], number: int = 1) -> Envelope:
+    delivery = Delivery("dusun_pub", payload, T0, fingerprint("dusun_pub", payload))
+    return Envelope(delivery, "AVA4", "08F9E0D1F7B4", {"type": "reportAttribute"}, outcomes, delivery_number=number)
+
+
+def test_one_cloudevent_per_outcome_in_step_order_keyed_by_device():
+    env = make(b"{}", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0), StepOutcome(Step.PARSED, StepStatus.SUCCESS, T0)])
+    events = step_events(env)
+    assert [k for k, _ in events] == ["08F9E0D1F7B4", "08F9E0D1F7B4"]
+    first = json.loads(events[0][1][1])
+    mid = env.delivery.message_id
+    assert first["specversion"] == "1.0" and first["source"] == "vitalflow"
+    assert first["id"] == f"{mid}/1_mqtt_received"
+    assert first["type"] == "vitalflow.step.1_mqtt_received"
+    assert first["subject"] == "AVA4/08F9E0D1F7B4"
+    assert first["time"] == "2026-11-26T10:30:00.123Z"
+    assert first["data"]["status"] == "success" and first["data"]["error"] is None
+    assert json.loads(events[1][1][1])["data"]["step"] == "2_payload_parsed"
+
+
+def test_error_event_carries_code_and_message():
+    env = make(b"x", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+                      StepOutcome(Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="bad")])
+    data = json.loads(step_events(env)[1][1][1])["data"]
+    assert data["status"] == "error" and data["error"] == {"code": "invalid_json", "message": "bad"}
+
+
+def test_duplicate_delivery_events_have_ids_of_their_own():
+    outcomes = [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0)]
+    first = json.loads(step_events(make(b"{}", outcomes))[0][1][1])["id"]
+    second = json.loads(step_events(make(b"{}", outcomes, number=2))[0][1][1])["id"]
+    assert first != second and second.endswith("/d2/1_mqtt_received")
+
+
+def test_dead_letter_keeps_raw_payload_base64_when_not_utf8():
+    raw = b"\xff\xfe\x00garbage"
+    env = make(raw, [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+                     StepOutcome(Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="m")])
+    [(key, (_, value))] = dead_letters(env)
+    record = json.loads(value)
+    assert key == "08F9E0D1F7B4"
+    assert record["payload_encoding"] == "base64" and base64.b64decode(record["payload"]) == raw
+    assert record["reason"] == {"step": "2_payload_parsed", "code": "invalid_json", "message": "m"}
+    assert record["topic"] == "dusun_pub" and record["message_id"] == env.delivery.message_id
+
+
+def test_no_dead_letter_for_success_or_skip():
+    env = make(b"{}", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0), StepOutcome(Step.PARSED, StepStatus.SKIPPED, T0, reason="duplicate")])
+    assert dead_letters(env) == []
