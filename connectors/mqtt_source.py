@@ -163,9 +163,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         return [f"mqtt-{i}" for i in range(self._partitions)]
 
     @override
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: None
-    ) -> _MqttPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
         # Un-acked messages live in the broker's session, not in our snapshots.
         del resume_state
         inbox: queue.Queue[_Received] = queue.Queue(maxsize=self._inbox_size)
@@ -184,7 +182,11 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         lock = threading.Lock()
 
         def on_connect(
-            client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags, reason: object, _p: object
+            client: mqtt.Client,
+            _userdata: object,
+            flags: mqtt.ConnectFlags,
+            reason: object,
+            _p: object,
         ) -> None:
             if getattr(reason, "is_failure", False):
                 logger.warning("MQTT connect to %s refused: %s", self._target.host, reason)
@@ -193,7 +195,10 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
                 connection[0] += 1
             logger.info(
                 "MQTT %s connected to %s:%s (session present: %s)",
-                for_part, self._target.host, self._target.port, flags.session_present,
+                for_part,
+                self._target.host,
+                self._target.port,
+                flags.session_present,
             )
             # Subscribing again is harmless with a session present and needed without one.
             client.subscribe(subscriptions)
@@ -201,7 +206,9 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         def on_disconnect(
             _client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
         ) -> None:
-            logger.warning("MQTT %s disconnected (%s); paho reconnects with backoff", for_part, reason)
+            logger.warning(
+                "MQTT %s disconnected (%s); paho reconnects with backoff", for_part, reason
+            )
 
         def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
             topic = message.topic

@@ -24,7 +24,9 @@ logger = logging.getLogger("vitalflow")
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also VITALFLOW_<NAME> in the environment)")
     for name, info in Settings.model_fields.items():
-        types = [t for t in (get_args(info.annotation) or (info.annotation,)) if t is not type(None)]
+        types = [
+            t for t in (get_args(info.annotation) or (info.annotation,)) if t is not type(None)
+        ]
         kind = types[0] if types else str
         flag = "--" + name.replace("_", "-")
         if kind is bool:
@@ -36,7 +38,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Build the settings: environment and `.env`, overridden by the flags that were given."""
-    given = {n: getattr(args, n) for n in Settings.model_fields if getattr(args, n, None) is not None}
+    given = {
+        n: getattr(args, n) for n in Settings.model_fields if getattr(args, n, None) is not None
+    }
     if getattr(args, "no_recovery", False):
         given["recovery_dir"] = None
     return Settings(**given)
@@ -153,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="publish realistic device traffic")
     simulate.add_argument("--rate", type=float, default=10.0, help="messages per second")
-    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: until --count or Ctrl-C)")
+    simulate.add_argument(
+        "--duration", type=float, default=None, help="seconds (default: until --count or Ctrl-C)"
+    )
     simulate.add_argument("--count", type=int, default=None, help="messages to publish")
-    simulate.add_argument("--patients", type=int, default=12, help="patients in the roster (as seeded)")
+    simulate.add_argument(
+        "--patients", type=int, default=12, help="patients in the roster (as seeded)"
+    )
     simulate.add_argument("--seed", type=int, default=7, help="roster and traffic seed (as seeded)")
     simulate.add_argument("--duplicate-fraction", type=float, default=0.05)
     simulate.add_argument("--malformed-fraction", type=float, default=0.02)
@@ -173,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     replay = dlq_commands.add_parser("replay", help="re-publish dead letters to their MQTT topics")
-    replay.add_argument("--from-beginning", action="store_true", help="replay all, not only new ones")
+    replay.add_argument(
+        "--from-beginning", action="store_true", help="replay all, not only new ones"
+    )
     replay.add_argument("--limit", type=int, default=None)
     replay.add_argument("--code", action="append", help="only this error code (repeatable)")
     replay.add_argument("--dry-run", action="store_true")
@@ -201,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vitalflow` command line."""
     args = build_parser().parse_args(argv)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

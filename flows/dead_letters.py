@@ -31,7 +31,11 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
         "topic": delivery.topic,
         "payload_encoding": encoding,
         "payload": payload,
-        "reason": {"step": str(failed.step), "code": failed.error_code, "message": failed.error_message},
+        "reason": {
+            "step": str(failed.step),
+            "code": failed.error_code,
+            "message": failed.error_message,
+        },
         "device_type": envelope.device_type,
         "device_id": envelope.device_id,
         "received_at": isoformat_z(delivery.received_at),

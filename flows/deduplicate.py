@@ -85,9 +85,7 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
         return not self.seen
 
 
-def dedup_builder(
-    ttl: timedelta, max_entries: int
-) -> Callable[[DedupState | None], DedupLogic]:
+def dedup_builder(ttl: timedelta, max_entries: int) -> Callable[[DedupState | None], DedupLogic]:
     """Return the builder `op.stateful` calls for each device, fresh or resumed."""
 
     def build(resume_state: DedupState | None) -> DedupLogic:

@@ -109,9 +109,7 @@ class PatientLookup:
         return self._db
 
     @staticmethod
-    def _decide(
-        envelope: Envelope, devices: dict[str, Any], hospitals: dict[str, Any]
-    ) -> Envelope:
+    def _decide(envelope: Envelope, devices: dict[str, Any], hospitals: dict[str, Any]) -> Envelope:
         keys = envelope.parsed.lookup_keys if envelope.parsed else []
         now = datetime.now(UTC)
         for key in keys:

@@ -39,7 +39,11 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
             error_code=exc.code,
             error_message=exc.message,
         )
-        return replace(envelope, payload=_redacted_or_empty(delivery.payload), outcomes=[*envelope.outcomes, outcome])
+        return replace(
+            envelope,
+            payload=_redacted_or_empty(delivery.payload),
+            outcomes=[*envelope.outcomes, outcome],
+        )
     except Exception as exc:  # a parser bug must not stop the flow: report it as an error
         logger.exception("parser failed on message %s", delivery.message_id)
         outcome = StepOutcome(
@@ -49,7 +53,11 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
             error_code="parser_failure",
             error_message=f"internal parser error: {type(exc).__name__}",
         )
-        return replace(envelope, payload=_redacted_or_empty(delivery.payload), outcomes=[*envelope.outcomes, outcome])
+        return replace(
+            envelope,
+            payload=_redacted_or_empty(delivery.payload),
+            outcomes=[*envelope.outcomes, outcome],
+        )
     summary: dict[str, Any] = {
         "message_kind": parsed.message_kind,
         "readings": [

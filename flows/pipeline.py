@@ -60,7 +60,9 @@ def build_flow(settings: Settings) -> Dataflow:
         ),
     )
     received = op.map("receive", deliveries, receive)
-    parsed = op.map("parse", received, partial(parse_envelope, clock=ClockRule.from_settings(settings)))
+    parsed = op.map(
+        "parse", received, partial(parse_envelope, clock=ClockRule.from_settings(settings))
+    )
     found = op.flat_map_batch(
         "lookup_patient",
         parsed,
@@ -72,9 +74,7 @@ def build_flow(settings: Settings) -> Dataflow:
     unique = op.stateful(
         "deduplicate",
         keyed,
-        dedup_builder(
-            timedelta(seconds=settings.dedup_ttl_seconds), settings.dedup_max_per_device
-        ),
+        dedup_builder(timedelta(seconds=settings.dedup_ttl_seconds), settings.dedup_max_per_device),
     )
     enriched = op.map(
         "enrich",

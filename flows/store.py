@@ -26,6 +26,12 @@ __all__ = ["ObservationStore"]
 
 _DUPLICATE_KEY = 11000
 
+# FerretDB 1.24 (SQLite) holds one pooled connection per update statement until the command
+# ends, from a pool of 100: an update command of ~100 statements deadlocks the server
+# (measured: 99 fine, 101 hangs forever). Update batches are sent in chunks well below that,
+# leaving room for a few workers writing at once.
+UPDATE_CHUNK = 32
+
 
 class ObservationStore:
     """The `flat_map_batch` mapper of stages 4 and 5."""
@@ -55,7 +61,8 @@ class ObservationStore:
 
     @staticmethod
     def _write_device_status(db: Database[dict[str, Any]], batch: list[Envelope]) -> None:
-        updates = []
+        # One upsert per device: within a batch only its latest status matters.
+        latest: dict[str, dict[str, Any]] = {}
         for envelope in batch:
             parsed = envelope.parsed
             if parsed is None or parsed.status is None or envelope.failed is not None:
@@ -73,10 +80,12 @@ class ObservationStore:
                     fields[name] = value
             if status.details:
                 fields["details"] = status.details
-            updates.append(UpdateOne({"_id": status.device_key}, {"$set": fields}, upsert=True))
-        if updates:
+            latest[status.device_key] = fields
+        updates = [UpdateOne({"_id": k}, {"$set": f}, upsert=True) for k, f in latest.items()]
+        for start in range(0, len(updates), UPDATE_CHUNK):
+            chunk = updates[start : start + UPDATE_CHUNK]
             call_with_backoff(
-                lambda: db.device_status.bulk_write(updates, ordered=False),
+                lambda chunk=chunk: db.device_status.bulk_write(chunk, ordered=False),
                 "device_status upsert",
                 TRANSIENT_MONGO_ERRORS,
             )
@@ -108,9 +117,13 @@ class ObservationStore:
                     )
                 )
                 owners.append(position)
-        failures = _write_errors(
-            lambda: db.patients.bulk_write(operations, ordered=False), "patients update"
-        )
+        failures: dict[int, str] = {}
+        for start in range(0, len(operations), UPDATE_CHUNK):
+            chunk = operations[start : start + UPDATE_CHUNK]
+            errors = _write_errors(
+                lambda chunk=chunk: db.patients.bulk_write(chunk, ordered=False), "patients update"
+            )
+            failures.update({start + index: error for index, error in errors.items()})
         return _record(
             ready,
             {owners[i]: error for i, error in failures.items()},
@@ -182,7 +195,9 @@ def _write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
         errors: dict[int, str] = {}
         for error in exc.details.get("writeErrors", []):
             # The document is already there from an earlier pass: idempotent success.
-            if error.get("code") == _DUPLICATE_KEY or "duplicate key" in str(error.get("errmsg", "")):
+            if error.get("code") == _DUPLICATE_KEY or "duplicate key" in str(
+                error.get("errmsg", "")
+            ):
                 continue
             errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
         return errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -28,10 +29,9 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
             if name not in existing
         ]
         if new:
-            try:
+            # Another process may create them at the same moment: that is fine too.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 
@@ -56,7 +56,12 @@ class KafkaWriter:
         delay = 0.5
         while pending:
             futures = [
-                (record, self._producer.send(topic, key=record[0].encode(), value=record[1], headers=self._headers))
+                (
+                    record,
+                    self._producer.send(
+                        topic, key=record[0].encode(), value=record[1], headers=self._headers
+                    ),
+                )
                 for record in pending
             ]
             self._producer.flush()

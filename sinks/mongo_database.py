@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -11,6 +11,9 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTime
 from flows.settings import Settings
 
 __all__ = ["TRANSIENT_MONGO_ERRORS", "open_database"]
+
+# Kept here rather than imported so that a MongoDB deployment never imports montydb.
+EMBEDDED_SCHEME = "montydb://"
 
 # Errors that mean "the server is not there right now", worth waiting out.
 TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
@@ -21,7 +24,18 @@ TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def open_database(settings: Settings) -> Database[dict[str, Any]]:
-    """Connect (lazily) to `settings.mongo_url` and return the `settings.mongo_db` database."""
+    """Connect (lazily) to `settings.mongo_url` and return the `settings.mongo_db` database.
+
+    A `montydb://` URL opens the demo's embedded store instead of a MongoDB server.
+    """
+    if settings.mongo_url.startswith(EMBEDDED_SCHEME):
+        from sinks.embedded_store import open_embedded_database
+
+        # A stand-in with the subset of pymongo's Database that vitalflow uses, not a subclass.
+        return cast(
+            "Database[dict[str, Any]]",
+            open_embedded_database(settings.mongo_url, settings.mongo_db),
+        )
     client: MongoClient[dict[str, Any]] = MongoClient(
         settings.mongo_url,
         tz_aware=True,

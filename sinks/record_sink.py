@@ -19,7 +19,7 @@ Record = tuple[str, bytes]
 
 
 class RecordWriter(Protocol):
-    """Something that appends `(key, value)` records to a topic durably: Kafka, or the embedded log."""
+    """Appends `(key, value)` records to a topic durably: Kafka, or the embedded log."""
 
     def write(self, topic: str, records: list[Record]) -> None:
         """Append the records; return only once they are durable."""

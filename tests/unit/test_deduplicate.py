@@ -10,7 +10,9 @@ from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, finge
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
-def envelope(payload: bytes, at: datetime = T0, device: str = "861265061482607", failed: bool = False) -> Envelope:
+def envelope(
+    payload: bytes, at: datetime = T0, device: str = "861265061482607", failed: bool = False
+) -> Envelope:
     delivery = Delivery("iMEDE_watch/hb", payload, at, fingerprint("iMEDE_watch/hb", payload))
     outcomes = [
         StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, at),
@@ -66,7 +68,10 @@ def test_state_is_capped_oldest_first():
     logic = DedupLogic({}, timedelta(minutes=10), max_entries=2)
     for payload in (b"1", b"2", b"3"):
         logic.on_item(envelope(payload))
-    assert list(logic.snapshot()) == [fingerprint("iMEDE_watch/hb", b"2"), fingerprint("iMEDE_watch/hb", b"3")]
+    assert list(logic.snapshot()) == [
+        fingerprint("iMEDE_watch/hb", b"2"),
+        fingerprint("iMEDE_watch/hb", b"3"),
+    ]
 
 
 def test_state_resumes_from_snapshot():

@@ -11,11 +11,24 @@ T0 = datetime(2026, 11, 26, 10, 30, 0, 123000, tzinfo=UTC)
 
 def make(payload: bytes, outcomes: list[StepOutcome], number: int = 1) -> Envelope:
     delivery = Delivery("dusun_pub", payload, T0, fingerprint("dusun_pub", payload))
-    return Envelope(delivery, "AVA4", "08F9E0D1F7B4", {"type": "reportAttribute"}, outcomes, delivery_number=number)
+    return Envelope(
+        delivery,
+        "AVA4",
+        "08F9E0D1F7B4",
+        {"type": "reportAttribute"},
+        outcomes,
+        delivery_number=number,
+    )
 
 
 def test_one_cloudevent_per_outcome_in_step_order_keyed_by_device():
-    env = make(b"{}", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0), StepOutcome(Step.PARSED, StepStatus.SUCCESS, T0)])
+    env = make(
+        b"{}",
+        [
+            StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+            StepOutcome(Step.PARSED, StepStatus.SUCCESS, T0),
+        ],
+    )
     events = step_events(env)
     assert [k for k, _ in events] == ["08F9E0D1F7B4", "08F9E0D1F7B4"]
     first = json.loads(events[0][1][1])
@@ -30,8 +43,15 @@ def test_one_cloudevent_per_outcome_in_step_order_keyed_by_device():
 
 
 def test_error_event_carries_code_and_message():
-    env = make(b"x", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
-                      StepOutcome(Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="bad")])
+    env = make(
+        b"x",
+        [
+            StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+            StepOutcome(
+                Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="bad"
+            ),
+        ],
+    )
     data = json.loads(step_events(env)[1][1][1])["data"]
     assert data["status"] == "error" and data["error"] == {"code": "invalid_json", "message": "bad"}
 
@@ -45,8 +65,15 @@ def test_duplicate_delivery_events_have_ids_of_their_own():
 
 def test_dead_letter_keeps_raw_payload_base64_when_not_utf8():
     raw = b"\xff\xfe\x00garbage"
-    env = make(raw, [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
-                     StepOutcome(Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="m")])
+    env = make(
+        raw,
+        [
+            StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+            StepOutcome(
+                Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message="m"
+            ),
+        ],
+    )
     [(key, (_, value))] = dead_letters(env)
     record = json.loads(value)
     assert key == "08F9E0D1F7B4"
@@ -56,5 +83,11 @@ def test_dead_letter_keeps_raw_payload_base64_when_not_utf8():
 
 
 def test_no_dead_letter_for_success_or_skip():
-    env = make(b"{}", [StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0), StepOutcome(Step.PARSED, StepStatus.SKIPPED, T0, reason="duplicate")])
+    env = make(
+        b"{}",
+        [
+            StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+            StepOutcome(Step.PARSED, StepStatus.SKIPPED, T0, reason="duplicate"),
+        ],
+    )
     assert dead_letters(env) == []

@@ -1,0 +1,225 @@
+"""Who may see which step events: JWT verification and the scopes a token grants.
+
+A token's space-separated `scope` claim grants `events:all` (everything), `hospital:<id>`
+(events of that hospital's patients) or `patient:<id>` (events of that patient; repeatable).
+Events without a patient are visible to `events:all` only; a token with no grant sees nothing.
+Tokens are HS256 (the configured secret) or RS256 (the configured public key), and must carry
+`exp`. Auth is off only when the settings say so explicitly (`VITALFLOW_AUTH=off`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import jwt
+from fastapi import Header, HTTPException, Query, Request, status
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+__all__ = [
+    "Access",
+    "AuthConfigError",
+    "InvalidTokenError",
+    "TokenVerifier",
+    "build_verifier",
+    "require_access",
+]
+
+logger = logging.getLogger(__name__)
+
+_MIN_HMAC_KEY_BYTES = 32
+
+
+class AuthConfigError(ValueError):
+    """Auth is on but no key to check tokens with is configured."""
+
+
+class InvalidTokenError(Exception):
+    """A token that is missing, malformed, badly signed or expired (an HTTP 401)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one request may see, from its token's grants."""
+
+    everything: bool = False
+    hospitals: frozenset[str] = field(default_factory=frozenset)
+    patients: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None
+
+    @classmethod
+    def unrestricted(cls) -> Access:
+        """Access when auth is off: everything, never expiring."""
+        return cls(everything=True)
+
+    @classmethod
+    def from_scope(cls, scope: str | Iterable[str] | None, expires_at: float | None) -> Access:
+        """Read the grants out of a `scope` claim (a space-separated string or a list)."""
+        if scope is None:
+            words: list[str] = []
+        elif isinstance(scope, str):
+            words = scope.split()
+        else:
+            words = [word for item in scope for word in str(item).split()]
+        hospitals = {w.removeprefix("hospital:") for w in words if w.startswith("hospital:")}
+        patients = {w.removeprefix("patient:") for w in words if w.startswith("patient:")}
+        return cls(
+            everything="events:all" in words,
+            hospitals=frozenset(h for h in hospitals if h),
+            patients=frozenset(p for p in patients if p),
+            expires_at=expires_at,
+        )
+
+    def can_see(self, patient_id: str | None, hospital_id: str | None) -> bool:
+        """Whether an event about this patient (of this hospital) is visible."""
+        if self.everything:
+            return True
+        if patient_id is None:
+            return False
+        return patient_id in self.patients or (
+            hospital_id is not None and hospital_id in self.hospitals
+        )
+
+    def expired(self, now: float | None = None) -> bool:
+        """Tell whether the token's `exp` has passed."""
+        if self.expires_at is None:
+            return False
+        return (time.time() if now is None else now) >= self.expires_at
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """Checks bearer tokens against the configured HS256 secret and/or RS256 public key."""
+
+    secret: str | None = None
+    public_key: str | None = None
+    audience: str | None = None
+    leeway_seconds: float = 0.0
+
+    def verify(self, token: str) -> Access:
+        """Return the token's access, or raise `InvalidTokenError`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            msg = "malformed token"
+            raise InvalidTokenError(msg) from exc
+        algorithm = header.get("alg")
+        # The key is chosen by the algorithm, and each key accepts only its own algorithm, so a
+        # token signed with the public key as an HMAC secret can never pass.
+        key: str | None
+        if algorithm == "HS256":
+            key = self.secret
+        elif algorithm == "RS256":
+            key = self.public_key
+        else:
+            key = None
+        if key is None:
+            msg = f"tokens signed with {algorithm!r} are not accepted"
+            raise InvalidTokenError(msg)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            msg = "token expired"
+            raise InvalidTokenError(msg) from exc
+        except jwt.MissingRequiredClaimError as exc:
+            msg = f"token lacks the {exc.claim!r} claim"
+            raise InvalidTokenError(msg) from exc
+        except jwt.InvalidSignatureError as exc:
+            msg = "bad token signature"
+            raise InvalidTokenError(msg) from exc
+        except jwt.PyJWTError as exc:
+            msg = f"invalid token ({type(exc).__name__})"
+            raise InvalidTokenError(msg) from exc
+        return Access.from_scope(claims.get("scope"), expires_at=float(claims["exp"]))
+
+
+def _read_public_key(value: str) -> str:
+    """Accept the PEM text itself (with real or escaped newlines) or a path to a PEM file."""
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text.replace("\\n", "\n")
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.read_text(encoding="ascii")
+    msg = "VITALFLOW_JWT_PUBLIC_KEY is neither a PEM public key nor the path of one"
+    raise AuthConfigError(msg)
+
+
+def build_verifier(settings: Settings) -> TokenVerifier | None:
+    """Build the token verifier the settings ask for (None when auth is explicitly off)."""
+    mode = settings.auth.strip().lower()
+    if mode == "off":
+        logger.warning(
+            "AUTH IS OFF (VITALFLOW_AUTH=off): every client can read every step event. "
+            "Only for the local demo, never with real patient data."
+        )
+        return None
+    if mode != "jwt":
+        msg = f"VITALFLOW_AUTH must be 'jwt' or 'off', not {settings.auth!r}"
+        raise AuthConfigError(msg)
+    secret = settings.jwt_secret or None
+    public_key = _read_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
+    if secret is None and public_key is None:
+        msg = (
+            "VITALFLOW_AUTH=jwt needs VITALFLOW_JWT_SECRET (HS256) or VITALFLOW_JWT_PUBLIC_KEY "
+            "(RS256); set VITALFLOW_AUTH=off only for the demo"
+        )
+        raise AuthConfigError(msg)
+    if secret is not None and len(secret.encode()) < _MIN_HMAC_KEY_BYTES:
+        logger.warning("VITALFLOW_JWT_SECRET is shorter than 32 bytes; use a longer secret")
+    return TokenVerifier(
+        secret=secret,
+        public_key=public_key,
+        audience=getattr(settings, "jwt_audience", None),
+    )
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=reason,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def require_access(
+    request: Request,
+    authorization: Annotated[
+        str | None, Header(description="`Bearer <JWT>`; the token's scope decides what is seen")
+    ] = None,
+    access_token: Annotated[
+        str | None,
+        Query(description="The JWT, for clients that cannot set headers (browser EventSource)"),
+    ] = None,
+) -> Access:
+    """FastAPI dependency: the caller's access, or 401 when its token is missing or invalid."""
+    verifier: TokenVerifier | None = request.app.state.runtime.verifier
+    if verifier is None:
+        return Access.unrestricted()
+    token: str | None = None
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        token = credentials.strip()
+    elif access_token:
+        token = access_token
+    if not token:
+        raise _unauthorized("a bearer token is required")
+    try:
+        return verifier.verify(token)
+    except InvalidTokenError as exc:
+        raise _unauthorized(str(exc)) from None

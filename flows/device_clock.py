@@ -1,0 +1,102 @@
+"""Device clocks: reading the times devices send, and deciding when to believe them.
+
+Device clocks are wrong in practice:
+
+- AVA4 gateways in the real capture of 2025-07-13 stamp heartbeats with 2026-01-07, about
+  178 days fast; the vendor's documented examples carry `scan_time`s in 2028.
+- The Kati AP55 batch sends epoch seconds that look like local time (UTC+7) read as UTC,
+  i.e. seven hours in the future.
+- Kati `timeStamps` / `time` strings ("DD/MM/YYYY HH:MM:SS", no zone) are UTC in the capture.
+
+The rule (`measured_time`): a reading's time is the device's time when it lies in the window
+`[received_at - max_age, received_at + max_skew]`, otherwise the broker's receive time. Within
+the window a device time later than `received_at` is clamped to `received_at`, so an
+observation is never in the future. `max_age` (default 7 days, `clock_max_age_days`) lets a
+device upload readings it buffered while offline; `max_skew` (default 300 s,
+`clock_max_skew_seconds`) absorbs ordinary clock drift but not the 7-hour zone error nor the
+178-day drift. The time as sent is always kept next to it (`Reading.device_time`).
+
+All datetimes here are timezone-aware UTC; a naive datetime handed in is taken to be UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from flows.devices.fields import to_number
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+__all__ = ["ClockRule", "measured_time", "parse_epoch_seconds", "parse_kati_time"]
+
+# Anything before 2000 or from year 2200 on is not a clock reading but a reset or garbage.
+_EARLIEST_EPOCH = 946_684_800
+_LATEST_EPOCH = 7_258_118_400
+_KATI_TIME = re.compile(
+    r"\s*([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?\s*"
+)
+
+
+@dataclass(frozen=True)
+class ClockRule:
+    """How far a device time may lie before (`max_age`) or after (`max_skew`) its receipt."""
+
+    max_age: timedelta
+    max_skew: timedelta
+
+    def __post_init__(self) -> None:
+        if self.max_age < timedelta(0) or self.max_skew < timedelta(0):
+            msg = "ClockRule needs a non-negative max_age and max_skew"
+            raise ValueError(msg)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClockRule:
+        """Build the rule from `clock_max_age_days` and `clock_max_skew_seconds`."""
+        return cls(
+            max_age=timedelta(days=settings.clock_max_age_days),
+            max_skew=timedelta(seconds=settings.clock_max_skew_seconds),
+        )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Return `moment` in UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def measured_time(device_time: datetime | None, received_at: datetime, rule: ClockRule) -> datetime:
+    """Return when a reading happened: the device time if plausible, else `received_at`."""
+    received = _as_utc(received_at)
+    if device_time is None:
+        return received
+    device = _as_utc(device_time)
+    if received - rule.max_age <= device <= received + rule.max_skew:
+        return min(device, received)
+    return received
+
+
+def parse_epoch_seconds(value: object) -> datetime | None:
+    """Return epoch seconds (number or numeric string) as a UTC datetime, None if unusable."""
+    seconds = to_number(value)
+    if not isinstance(seconds, int | float) or not _EARLIEST_EPOCH <= seconds < _LATEST_EPOCH:
+        return None
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_kati_time(value: object) -> datetime | None:
+    """Return a Kati "DD/MM/YYYY HH:MM:SS" string (UTC, no zone) as a datetime, else None."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    match = _KATI_TIME.fullmatch(value)
+    if match is None:
+        return None
+    day, month, year, hour, minute, second = (int(part or 0) for part in match.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None

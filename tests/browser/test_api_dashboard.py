@@ -1,0 +1,230 @@
+"""The dashboard in headless Chromium: it loads, shows events arriving, and shows alerts.
+
+The API runs in-process on the embedded SQLite event log (the `vitalflow demo` set-up), and
+the test writes step events into that log as the dataflow would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from api.server import serve_in_thread
+from flows.settings import Settings
+from sinks.event_log import SqliteEventLog
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+STEPS = (
+    "1_mqtt_received",
+    "2_payload_parsed",
+    "3_patient_lookup",
+    "4_patient_updated",
+    "5_medical_stored",
+)
+SECRET = "browser-test-secret-long-enough-for-hs256!"
+
+
+def message_events(
+    message_id: str,
+    device_type: str,
+    device_id: str,
+    patient_id: str | None,
+    last_step: int = 5,
+    last_status: str = "success",
+    step5_data: dict[str, Any] | None = None,
+) -> list[bytes]:
+    """The step events of one message, as the dataflow writes them."""
+    events = []
+    for number, step in enumerate(STEPS[:last_step], start=1):
+        status = last_status if number == last_step else "success"
+        data: dict[str, Any] = {
+            "message_id": message_id,
+            "step": step,
+            "status": status,
+            "device_type": device_type,
+            "device_id": device_id,
+            "topic": "iMEDE_watch/x",
+            "patient_id": patient_id,
+            "hospital_id": "H1" if patient_id else None,
+            "payload": {},
+            "processed_data": {},
+            "error": {"code": "E_PARSE", "message": "bad payload"} if status == "error" else None,
+            "reason": None,
+        }
+        if number == 5 and step5_data:
+            data.update(step5_data)
+        event = {
+            "specversion": "1.0",
+            "id": f"{message_id}/{step}",
+            "source": "vitalflow",
+            "type": f"vitalflow.step.{step}",
+            "subject": f"{device_type}/{device_id}",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+        events.append(json.dumps(event).encode())
+    return events
+
+
+SOS = {
+    "severity": "critical",
+    "alert": True,
+    "processed_data": {
+        "observations": [
+            {
+                "kind": "emergency",
+                "values": {},
+                "severity": "critical",
+                "flags": [{"code": "sos", "severity": "critical", "message": "SOS"}],
+            }
+        ],
+        "count": 1,
+        "severity": "critical",
+        "alert": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("Chromium and chromedriver are not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def event_log(tmp_path: Path) -> tuple[SqliteEventLog, str]:
+    path = tmp_path / "events.db"
+    return SqliteEventLog(path), f"sqlite:///{path}"
+
+
+def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 15) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def connection_state(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "conn-state").get_attribute("data-state"))
+
+
+def test_dashboard_shows_events_arriving_and_an_emergency(
+    browser: WebDriver, event_log: tuple[SqliteEventLog, str]
+) -> None:
+    log, url = event_log
+    topic = f"vitalflow.steps.test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(auth="off", steps_topic=topic, api_port=0, event_log_url=url)
+    # History from before the page opened: shown from /events/recent.
+    log.append_many(
+        topic, [(b"AVA4", e) for e in message_events("old-1", "AVA4", "08F9E0D1F7B4", "P1")]
+    )
+    with serve_in_thread(settings) as base:
+        browser.get(base + "/")
+        wait_for(browser, lambda d: connection_state(d) == "live")
+        assert browser.find_element(By.ID, "auth-off").is_displayed()
+        assert not browser.find_element(By.ID, "token-form").is_displayed()
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline li")) == 1
+
+        live = [
+            *message_events("new-ok", "Qube", "QB01", "P2"),
+            *message_events(
+                "new-err", "AVA4", "08F9E0D1F7B4", None, last_step=2, last_status="error"
+            ),
+            *message_events("new-sos", "Kati", "861265061482607", "P3", step5_data=SOS),
+        ]
+        log.append_many(topic, [(None, event) for event in live])
+
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline li")) == 4)
+        sos_row = browser.find_element(By.CSS_SELECTOR, '#timeline li[data-message="new-sos"]')
+        wait_for(
+            browser,
+            lambda d: len(sos_row.find_elements(By.CSS_SELECTOR, ".step.s-success")) == 5,
+        )
+        error_row = browser.find_element(By.CSS_SELECTOR, '#timeline li[data-message="new-err"]')
+        assert len(error_row.find_elements(By.CSS_SELECTOR, ".step.s-error")) == 1
+        assert len(error_row.find_elements(By.CSS_SELECTOR, ".step.s-none")) == 3
+        assert "E_PARSE" in error_row.text
+
+        banner = wait_for(browser, lambda d: d.find_element(By.ID, "alert-banner"))
+        wait_for(browser, lambda d: banner.is_displayed())
+        assert "EMERGENCY" in banner.text
+        assert "SOS" in banner.text
+        assert "P3" in banner.text
+        assert browser.title.startswith("(!) EMERGENCY")
+        assert browser.find_element(By.CSS_SELECTOR, "#alert-list li").text.startswith("EMERGENCY")
+
+        kati = '#device-counts tr[data-device-type="Kati"] td:nth-child(2)'
+        wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, kati).text == "5")
+        stored = '#step-counts tr[data-step="5_medical_stored"] td:nth-child(2)'
+        assert browser.find_element(By.CSS_SELECTOR, stored).text == "3"
+        assert browser.find_element(By.ID, "kpi-failure").text == "25.0%"
+
+        SCREENSHOTS.mkdir(exist_ok=True)
+        shot = SCREENSHOTS / "dashboard.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+
+
+def test_dashboard_takes_a_token_from_its_url_and_shows_only_what_it_grants(
+    browser: WebDriver, event_log: tuple[SqliteEventLog, str]
+) -> None:
+    log, url = event_log
+    topic = f"vitalflow.steps.test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        auth="jwt", jwt_secret=SECRET, steps_topic=topic, api_port=0, event_log_url=url
+    )
+    token = jwt.encode({"exp": time.time() + 600, "scope": "patient:P7"}, SECRET, "HS256")
+    with serve_in_thread(settings) as base:
+        browser.get(base + "/")
+        wait_for(browser, lambda d: d.find_element(By.ID, "token-form").is_displayed())
+        assert connection_state(browser) == "unauthorized"
+
+        browser.get(f"{base}/?access_token={token}")
+        wait_for(browser, lambda d: connection_state(d) == "live")
+        assert "access_token" not in browser.current_url
+        assert not browser.find_element(By.ID, "auth-off").is_displayed()
+        log.append_many(
+            topic,
+            [(None, e) for e in message_events("theirs", "AVA4", "D1", "P8")]
+            + [(None, e) for e in message_events("mine", "AVA4", "D2", "P7")],
+        )
+        wait_for(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#timeline li[data-message="mine"]')
+        )
+        assert not browser.find_elements(By.CSS_SELECTOR, '#timeline li[data-message="theirs"]')

@@ -1,0 +1,218 @@
+"""Running the real dataflow (`vitalflow run`) against the real services, for the pipeline tests.
+
+Each test gets its own MongoDB database, Kafka topics, MQTT client id and recovery directory,
+so tests can run in any order and twice against the same services. The flow's persistent MQTT
+session is created before the flow starts, so nothing published by the test can be missed
+while the flow process is still starting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaConsumer, TopicPartition
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from connectors.mqtt_source import MqttTarget
+from flows.settings import DEFAULT_TOPICS
+
+TERMINAL = {"error", "skipped"}
+
+
+@dataclass
+class FlowUnderTest:
+    """One test's configuration of the flow, and the flow process once started."""
+
+    mqtt_url: str
+    mongo_url: str
+    kafka_bootstrap: str
+    uid: str
+    workdir: Path
+    epoch_interval: float = 0.5
+    process: subprocess.Popen[bytes] | None = None
+    log_files: list[Path] = field(default_factory=list)
+
+    @property
+    def client_id(self) -> str:
+        return f"vf-test-{self.uid}"
+
+    @property
+    def db_name(self) -> str:
+        return f"vf_test_{self.uid}"
+
+    @property
+    def steps_topic(self) -> str:
+        return f"vitalflow.steps.test-{self.uid}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"vitalflow.dlq.test-{self.uid}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VITALFLOW_")}
+        env.update(
+            VITALFLOW_MQTT_URL=self.mqtt_url,
+            VITALFLOW_MQTT_CLIENT_ID=self.client_id,
+            VITALFLOW_MONGO_URL=self.mongo_url,
+            VITALFLOW_MONGO_DB=self.db_name,
+            VITALFLOW_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
+            VITALFLOW_STEPS_TOPIC=self.steps_topic,
+            VITALFLOW_DLQ_TOPIC=self.dlq_topic,
+            VITALFLOW_RECOVERY_DIR=str(self.workdir / "recovery"),
+            VITALFLOW_EPOCH_INTERVAL_SECONDS=str(self.epoch_interval),
+        )
+        return env
+
+    @property
+    def db(self) -> Database[dict[str, Any]]:
+        return MongoClient(self.mongo_url, tz_aware=True)[self.db_name]
+
+    def redelivered_after_kill(self, listen: float = 2.0) -> list[bytes]:
+        """Take over the dead flow's MQTT session and return what the broker redelivers."""
+        target = MqttTarget.from_url(self.mqtt_url)
+        got: list[bytes] = []
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{self.client_id}-mqtt-0",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        client.on_message = lambda _c, _u, message: got.append(bytes(message.payload))
+        client.connect(target.host, target.port)
+        client.loop_start()
+        time.sleep(listen)
+        client.disconnect()
+        client.loop_stop()
+        return got
+
+    def prepare_session(self) -> None:
+        """Create the flow's persistent MQTT session so the broker queues from now on."""
+        target = MqttTarget.from_url(self.mqtt_url)
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{self.client_id}-mqtt-0",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.connect(target.host, target.port)
+        client.loop_start()
+        result, _mid = client.subscribe([(t, 1) for t in DEFAULT_TOPICS.split(",")])
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        time.sleep(0.3)
+        client.disconnect()
+        client.loop_stop()
+
+    def start(self) -> None:
+        log = self.workdir / f"flow-{len(self.log_files)}.log"
+        self.log_files.append(log)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run"],
+            env=self.env(),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """Stop the flow the hard way, as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in self.log_files)
+
+    def assert_running(self) -> None:
+        assert self.process is not None and self.process.poll() is None, (
+            f"flow exited early:\n{self.logs()}"
+        )
+
+
+def publish(mqtt_url: str, messages: list[tuple[str, bytes]], rate: float | None = None) -> None:
+    """Publish `(topic, payload)` at QoS 1 and wait for every PUBACK."""
+    target = MqttTarget.from_url(mqtt_url)
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
+    )
+    client.max_queued_messages_set(0)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    try:
+        infos = []
+        for topic, payload in messages:
+            infos.append(client.publish(topic, payload, qos=1))
+            if rate:
+                time.sleep(1 / rate)
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Return every JSON record on `topic` so far, in partition then offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(json.loads(r.value) for r in batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, flow: FlowUnderTest | None = None, what: str = ""
+) -> Any:
+    """Poll `condition` until truthy; fail with the flow's log if it never becomes so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if flow is not None:
+            flow.assert_running()
+        time.sleep(0.5)
+    logs = flow.logs() if flow else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+
+def chains(events: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Group step events by event-id prefix: one chain per delivery."""
+    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        prefix = event["id"].rsplit("/", 1)[0]
+        by_delivery.setdefault(prefix, []).append(event)
+    yield from by_delivery.items()
+
+
+def terminal_count(events: list[dict[str, Any]]) -> int:
+    """Count deliveries whose chain has ended (an error, a skip, or step 5)."""
+    return sum(
+        1
+        for e in events
+        if e["data"]["status"] in TERMINAL or e["data"]["step"] == "5_medical_stored"
+    )
