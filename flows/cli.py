@@ -68,12 +68,17 @@ def _run(args: argparse.Namespace) -> int:
         settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
         settings.recovery_dir or "off",
     )
-    cli_main(
-        build_flow(settings),
-        workers_per_process=settings.workers,
-        epoch_interval=timedelta(seconds=settings.epoch_interval_seconds),
-        recovery_config=recovery,
-    )
+    try:
+        cli_main(
+            build_flow(settings),
+            workers_per_process=settings.workers,
+            epoch_interval=timedelta(seconds=settings.epoch_interval_seconds),
+            recovery_config=recovery,
+        )
+    except KeyboardInterrupt:
+        # Safe at any point: un-acked messages are redelivered on the next start.
+        logger.info("vitalflow run: interrupted; un-acked messages will be redelivered")
+        return 130
     return 0
 
 
@@ -85,22 +90,27 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from connectors.mqtt_publisher import MqttPublishError
     from connectors.simulator import run_simulation
 
-    report = run_simulation(
-        settings_from(args),
-        rate=args.rate,
-        duration=args.duration,
-        count=args.count,
-        patients=args.patients,
-        seed=args.seed,
-        duplicate_fraction=args.duplicate_fraction,
-        malformed_fraction=args.malformed_fraction,
-        unknown_fraction=args.unknown_fraction,
-        sos_fraction=args.sos_fraction,
-    )
+    try:
+        report = run_simulation(
+            settings_from(args),
+            rate=args.rate,
+            duration=args.duration,
+            count=args.count,
+            patients=args.patients,
+            seed=args.seed,
+            duplicate_fraction=args.duplicate_fraction,
+            malformed_fraction=args.malformed_fraction,
+            unknown_fraction=args.unknown_fraction,
+            sos_fraction=args.sos_fraction,
+        )
+    except MqttPublishError as exc:
+        logger.error("vitalflow simulate: %s", exc)
+        return 1
     print(report)
-    return 0
+    return 0 if report.complete else 1
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -111,15 +121,22 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
+    from connectors.mqtt_publisher import MqttPublishError
     from flows.dlq_replay import replay_dead_letters
 
-    report = replay_dead_letters(
-        settings_from(args),
-        from_beginning=args.from_beginning,
-        limit=args.limit,
-        codes=set(args.code) if args.code else None,
-        dry_run=args.dry_run,
-    )
+    try:
+        report = replay_dead_letters(
+            settings_from(args),
+            group_id=args.group_id,
+            from_beginning=args.from_beginning,
+            limit=args.limit,
+            codes=set(args.code) if args.code else None,
+            dry_run=args.dry_run,
+            timeout_s=args.timeout,
+        )
+    except (MqttPublishError, ValueError) as exc:
+        logger.error("vitalflow dlq replay: %s", exc)
+        return 1
     print(report)
     return 0
 
@@ -187,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, default=None)
     replay.add_argument("--code", action="append", help="only this error code (repeatable)")
     replay.add_argument("--dry-run", action="store_true")
+    replay.add_argument(
+        "--group-id",
+        default="vitalflow-dlq-replay",
+        help="consumer group: letters already replayed (or passed over by --code) by this group "
+        "are not replayed again unless --from-beginning",
+    )
+    replay.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for letters")
     _add_settings_flags(replay)
     replay.set_defaults(handler=_dlq_replay)
 
@@ -195,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole system on embedded defaults, no servers needed",
         description=(
             "Starts an embedded MQTT broker (amqtt), an embedded document store (montydb, on "
-            "disk), an embedded event log (SQLite), the dataflow, the simulator and the API "
-            "with the dashboard on http://127.0.0.1:8000. Set VITALFLOW_MQTT_URL, "
-            "VITALFLOW_MONGO_URL or VITALFLOW_KAFKA_BOOTSTRAP to use a real service instead."
+            "disk), an embedded event log (SQLite, with Kafka's position semantics), the "
+            "dataflow, the simulator and the API with the dashboard on http://127.0.0.1:8000 "
+            "(auth off). Set VITALFLOW_MQTT_URL, VITALFLOW_MONGO_URL, VITALFLOW_KAFKA_BOOTSTRAP "
+            "or VITALFLOW_EVENT_LOG_URL (or the matching flags) to use a real service instead. "
+            "Data and logs go to --data-dir; delete it to start over."
         ),
     )
     demo.add_argument("--data-dir", type=Path, default=Path(".vitalflow/demo"))

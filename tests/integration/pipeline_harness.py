@@ -40,6 +40,7 @@ class FlowUnderTest:
     uid: str
     workdir: Path
     epoch_interval: float = 0.5
+    partitions: int = 1
     process: subprocess.Popen[bytes] | None = None
     log_files: list[Path] = field(default_factory=list)
 
@@ -71,6 +72,7 @@ class FlowUnderTest:
             VITALFLOW_DLQ_TOPIC=self.dlq_topic,
             VITALFLOW_RECOVERY_DIR=str(self.workdir / "recovery"),
             VITALFLOW_EPOCH_INTERVAL_SECONDS=str(self.epoch_interval),
+            VITALFLOW_MQTT_PARTITIONS=str(self.partitions),
         )
         return env
 
