@@ -111,11 +111,11 @@ class EventStream:
             return head + _control("ready", self.cursor, {"position": str(self.cursor), **info})
         shown = requested.resized(hub.partitions)
         opening = head + _control("ready", shown, {"position": str(shown), **info})
-        cursor = shown
+        # Set before anything can fail: a final frame must never carry a position the
+        # client has not reached.
+        self.cursor = cursor = shown
         if hub.coverage.covers(cursor) and hub.head.covers(cursor):
-            # Inside what this process has read: nothing can have aged out.
-            self.cursor = cursor
-            return opening
+            return opening  # inside what this process has read: nothing can have aged out
         earliest, end = await hub.offsets()
         reasons: list[str] = []
         lost: dict[str, int] = {}

@@ -43,6 +43,8 @@
     rows: new Map(), // delivery key -> {li, steps}
     alertKeys: new Set(),
     alertCount: 0,
+    bannerAlert: null,
+    bannerMore: 0,
     stats: null,
     bucketSeconds: 10,
     throughput: [], // [{start: ms, events: n}]
@@ -251,14 +253,22 @@
       flags.some((f) => EMERGENCY_CODES.has(f.code));
     const severe = data.severity === "high" || data.severity === "critical";
     if (!(data.alert === true || severe || emergency)) return null;
-    const names = flags
-      .map((f) => (EMERGENCY_CODES.has(f.code) ? f.code.toUpperCase() : f.message || f.code))
-      .filter(Boolean);
+    const names = [
+      ...new Set(
+        flags
+          .map((f) => (EMERGENCY_CODES.has(f.code) ? f.code.toUpperCase() : f.message || f.code))
+          .filter(Boolean),
+      ),
+    ];
+    const shown = names.slice(0, 2).join(", ") + (names.length > 2 ? ` (+${names.length - 2} more)` : "");
+    const critical = emergency || data.severity === "critical";
     return {
       key: deliveryKey(event),
       kind: emergency ? "EMERGENCY" : "ALERT",
-      critical: emergency || data.severity === "critical",
-      what: names.length ? [...new Set(names)].join(", ") : `${data.severity || "flagged"} reading`,
+      critical,
+      // An emergency outranks a critical reading, which outranks a high one.
+      rank: emergency ? 3 : critical ? 2 : 1,
+      what: shown || `${data.severity || "flagged"} reading`,
       who: `${data.patient_id || "unknown patient"} · ${data.device_type || "?"} ${data.device_id || ""}`,
       when: timeOf(event),
     };
@@ -283,17 +293,30 @@
     while (list.children.length > MAX_ALERTS) list.lastElementChild.remove();
     $("alert-empty").hidden = true;
 
+    // The banner keeps the most serious unacknowledged alert: a stream of high readings must
+    // never push an SOS out of sight. Lesser ones are counted on it and listed below.
     const banner = $("alert-banner");
+    const current = state.bannerAlert;
+    if (!banner.hidden && current && alert.rank < current.rank) {
+      state.bannerMore += 1;
+      $("alert-more").textContent = `+${state.bannerMore} more`;
+      return;
+    }
+    if (!banner.hidden && current) state.bannerMore += 1;
+    state.bannerAlert = alert;
     banner.className = `alert-banner ${alert.critical ? "alert-critical" : "alert-high"}`;
     banner.dataset.kind = alert.kind;
     $("alert-kind").textContent = alert.kind;
     $("alert-text").textContent = `${alert.what} — ${alert.who} — ${alert.when.toLocaleTimeString()}`;
+    $("alert-more").textContent = state.bannerMore ? `+${state.bannerMore} more` : "";
     banner.hidden = false;
     document.title = `(!) ${alert.kind} · vitalflow`;
   }
 
   $("alert-ack").addEventListener("click", () => {
     $("alert-banner").hidden = true;
+    state.bannerAlert = null;
+    state.bannerMore = 0;
     document.title = "vitalflow · live";
   });
 

@@ -103,6 +103,27 @@ SOS = {
 }
 
 
+HIGH_BP = {
+    "severity": "high",
+    "alert": True,
+    "processed_data": {
+        "observations": [
+            {
+                "kind": "blood_pressure",
+                "values": {"systolic": 157, "diastolic": 95},
+                "severity": "high",
+                "flags": [
+                    {"code": "bp_stage2", "severity": "high", "message": "Stage 2 hypertension"}
+                ],
+            }
+        ],
+        "count": 1,
+        "severity": "high",
+        "alert": True,
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
@@ -189,11 +210,21 @@ def test_dashboard_shows_events_arriving_and_an_emergency(
         assert browser.title.startswith("(!) EMERGENCY")
         assert browser.find_element(By.CSS_SELECTOR, "#alert-list li").text.startswith("EMERGENCY")
 
+        # A lesser alert afterwards is listed, but does not push the SOS off the banner.
+        log.append_many(
+            topic,
+            [(None, e) for e in message_events("new-bp", "AVA4", "D9", "P4", step5_data=HIGH_BP)],
+        )
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#alert-list li")) == 2)
+        assert "SOS" in banner.text
+        assert browser.find_element(By.ID, "alert-more").text == "+1 more"
+        assert browser.find_element(By.CSS_SELECTOR, "#alert-list li").text.startswith("ALERT")
+
         kati = '#device-counts tr[data-device-type="Kati"] td:nth-child(2)'
         wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, kati).text == "5")
         stored = '#step-counts tr[data-step="5_medical_stored"] td:nth-child(2)'
-        assert browser.find_element(By.CSS_SELECTOR, stored).text == "3"
-        assert browser.find_element(By.ID, "kpi-failure").text == "25.0%"
+        assert browser.find_element(By.CSS_SELECTOR, stored).text == "4"
+        assert browser.find_element(By.ID, "kpi-failure").text == "20.0%"
 
         SCREENSHOTS.mkdir(exist_ok=True)
         shot = SCREENSHOTS / "dashboard.png"

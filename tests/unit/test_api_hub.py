@@ -13,7 +13,7 @@ import pytest
 
 from api.auth import Access
 from api.client import SseFrame, SseParser
-from api.feed import FeedRead, FeedRecord
+from api.feed import FeedError, FeedRead, FeedRecord
 from api.hub import StreamHub, StreamTuning
 from api.metrics import ApiMetrics
 from api.position import Position
@@ -35,6 +35,7 @@ class MemoryLog:
         self._earliest = [0] * partitions
         self._tail = Position.zeros(partitions)
         self._appended = 0
+        self.broken = False
 
     def append(self, partition: int, value: bytes) -> int:
         with self._lock:
@@ -71,6 +72,9 @@ class MemoryLog:
         return Position(earliest), Position(end)
 
     def read(self, partition: int, start: int, limit: int) -> FeedRead:
+        if self.broken:
+            msg = "storage unreachable"
+            raise FeedError(msg)
         with self._lock:
             found = [r for r in self._records[partition] if r.offset >= start][:limit]
             end = self._earliest[partition] + len(self._records[partition])
@@ -472,6 +476,26 @@ def test_a_recreated_topic_ends_open_streams_and_old_positions_are_reset() -> No
             "0-0",
         )
         assert message_ids(await again.events(3)) == ["m100", "m101", "m102"]
+        await hub.stop()
+
+    run(scenario)
+
+
+def test_a_feed_failure_during_catch_up_ends_the_stream_at_the_position_it_reached() -> None:
+    async def scenario() -> None:
+        log = MemoryLog(partitions=1)
+        for n in range(10):
+            log.append(0, step_event(n))
+        hub = await started_hub(log, replay_buffer=2)
+        log.broken = True
+        reader = open_stream(hub, position="0-1")
+        assert (await reader.frame()).event == "ready"
+        closing = await reader.frame()
+        assert (closing.event, closing.json(), closing.id) == (
+            "close",
+            {"reason": "feed_unavailable"},
+            "0-1",
+        )
         await hub.stop()
 
     run(scenario)
