@@ -63,13 +63,18 @@ VITAL_SIGNS: tuple[KindSpec, ...] = (
     KindSpec(
         ObservationKind.BLOOD_PRESSURE,
         (
-            ValueSpec("systolic", ("bloodPressure.bp_sys",)),
-            ValueSpec("diastolic", ("bloodPressure.bp_dia",)),
+            ValueSpec("systolic", ("bloodPressure.bp_sys",), zero_is_absent=True),
+            ValueSpec("diastolic", ("bloodPressure.bp_dia",), zero_is_absent=True),
         ),
     ),
-    KindSpec(ObservationKind.HEART_RATE, (ValueSpec("heart_rate", ("heartRate",)),)),
-    KindSpec(ObservationKind.BODY_TEMPERATURE, (ValueSpec("temperature", ("bodyTemperature",)),)),
-    KindSpec(ObservationKind.SPO2, (ValueSpec("spo2", ("spO2",)),)),
+    KindSpec(
+        ObservationKind.HEART_RATE, (ValueSpec("heart_rate", ("heartRate",), zero_is_absent=True),)
+    ),
+    KindSpec(
+        ObservationKind.BODY_TEMPERATURE,
+        (ValueSpec("temperature", ("bodyTemperature",), zero_is_absent=True),),
+    ),
+    KindSpec(ObservationKind.SPO2, (ValueSpec("spo2", ("spO2",), zero_is_absent=True),)),
 )
 STEPS = KindSpec(ObservationKind.STEPS, (ValueSpec("steps", ("step",)),))
 EMERGENCY_EVENTS = {"sos": "sos", "falldown": "fall"}

@@ -43,6 +43,8 @@ class ValueSpec:
     fields: tuple[str, ...]
     required: bool = True
     scale: float = 1.0
+    # Watches report a vital they did not measure as 0 (no SpO2 sensor, no reading yet).
+    zero_is_absent: bool = False
 
     @property
     def measure(self) -> Measure:
@@ -91,13 +93,14 @@ class AttributeTable:
         return self._index.get(self.key(name))
 
 
-def _first_present(item: Mapping[str, Any], fields: tuple[str, ...]) -> tuple[str, Any]:
-    """Return the first of `fields` present in `item` with its value, or the first and None."""
-    for name in fields:
+def _first_present(item: Mapping[str, Any], spec: ValueSpec) -> tuple[str, Any]:
+    """Return the first of the spec's fields present in `item` with its value, or None."""
+    for name in spec.fields:
         value = get_field(item, name)
-        if not is_absent(value):
-            return name, value
-    return fields[0], None
+        if is_absent(value) or (spec.zero_is_absent and to_number(value) == 0):
+            continue
+        return name, value
+    return spec.fields[0], None
 
 
 def _normalise(spec: ValueSpec, field: str, raw: Any, context: str) -> float | int:
@@ -126,7 +129,7 @@ def read_kind(
     When none of its values is present, returns None if the kind is optional in this message
     (`required=False`, e.g. the spO2 of a watch) and raises `missing_field` otherwise.
     """
-    found = {value.name: _first_present(item, value.fields) for value in spec.values}
+    found = {value.name: _first_present(item, value) for value in spec.values}
     if all(raw is None for _, raw in found.values()) and not required:
         return None
     values: dict[str, float | int] = {}

@@ -114,7 +114,7 @@ def test_utf8_byte_order_mark_is_tolerated() -> None:
         ("iMEDE_watch/sleepdata", {"IMEI": IMEI, "sleep": {"data": "1" * 600}}, "out_of_range"),
         ("iMEDE_watch/hb", {"IMEI": IMEI, "step": "many"}, "invalid_value"),
         ("iMEDE_watch/hb", {"IMEI": IMEI, "step": -1}, "out_of_range"),
-        ("iMEDE_watch/VitalSign", {"IMEI": IMEI, "spO2": 0}, "out_of_range"),
+        ("iMEDE_watch/VitalSign", {"IMEI": IMEI, "spO2": 5}, "out_of_range"),
         (
             "iMEDE_watch/VitalSign",
             {"IMEI": IMEI, "bloodPressure": {"bp_sys": 120}},

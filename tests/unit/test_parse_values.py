@@ -411,3 +411,29 @@ def test_parsed_readings_are_json_serialisable() -> None:
         "sleepdata", sleep={"timeStamps": "13/07/2025 08:00:00", "time": "2200@0700", "data": "1"}
     )
     json.dumps([r.values | r.attributes for r in parsed.readings], allow_nan=False)
+
+
+def test_watch_vitals_sent_as_zero_mean_not_measured_and_the_rest_is_kept():
+    import json as _json
+    from datetime import UTC as _UTC
+    from datetime import datetime as _datetime
+    from datetime import timedelta as _timedelta
+
+    from flows.device_clock import ClockRule as _ClockRule
+    from flows.parse import parse_payload as _parse
+
+    payload = {
+        "IMEI": "865067123456789",
+        "heartRate": 72,
+        "spO2": 0,
+        "bodyTemperature": 0,
+        "bloodPressure": {"bp_sys": 0, "bp_dia": 0},
+        "timeStamps": "16/06/2025 12:30:45",
+    }
+    rule = _ClockRule(_timedelta(days=7), _timedelta(minutes=5))
+    parsed = _parse(
+        "iMEDE_watch/VitalSign", _json.dumps(payload).encode(), _datetime.now(_UTC), rule
+    )
+    assert [(str(r.kind), r.values) for r in parsed.readings] == [
+        ("heart_rate", {"heart_rate": 72})
+    ]
