@@ -142,6 +142,10 @@ def test_kafka_topic_produce_consume(services, unique_id):
     admin = KafkaAdminClient(bootstrap_servers=services.kafka_bootstrap, client_id="vf-test")
     try:
         admin.create_topics([NewTopic(name=topic, num_partitions=3, replication_factor=1)])
+        # Metadata reaches every listener shortly after the controller commits the topic.
+        deadline = time.monotonic() + TIMEOUT_S
+        while topic not in admin.list_topics() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert topic in admin.list_topics()
 
         producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
