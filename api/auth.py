@@ -109,16 +109,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             msg = "malformed token"
             raise InvalidTokenError(msg) from exc
-        algorithm = header.get("alg")
+        algorithm = str(header.get("alg"))
         # The key is chosen by the algorithm, and each key accepts only its own algorithm, so a
         # token signed with the public key as an HMAC secret can never pass.
-        key: str | None
-        if algorithm == "HS256":
-            key = self.secret
-        elif algorithm == "RS256":
-            key = self.public_key
-        else:
-            key = None
+        key = {"HS256": self.secret, "RS256": self.public_key}.get(algorithm)
         if key is None:
             msg = f"tokens signed with {algorithm!r} are not accepted"
             raise InvalidTokenError(msg)
@@ -183,7 +177,7 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     return TokenVerifier(
         secret=secret,
         public_key=public_key,
-        audience=getattr(settings, "jwt_audience", None),
+        audience=settings.jwt_audience,
     )
 
 

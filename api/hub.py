@@ -54,32 +54,36 @@ FeedState = Literal["starting", "ok", "down"]
 class StreamTuning:
     """Limits and timings of the streams; defaults suit a few hundred clients per process."""
 
+    # Events a stream may fall behind the hub before it is closed as too slow (references to
+    # shared records, so a full queue costs pointers, not copies).
     client_queue: int = 2000
+    # Idle streams get a heartbeat this often; proxies and load balancers cut silent ones.
     heartbeat_seconds: float = 15.0
+    # The `retry:` hint: how long EventSource waits before reconnecting.
     retry_ms: int = 3000
+    # Newest events kept in memory (all partitions): /events/recent and fast resumes.
     replay_buffer: int = 6000
+    # A client that accepts no bytes for this long is cut off.
     send_timeout_seconds: float = 15.0
+    # Records per history read when a stream resumes from before the replay buffer.
     history_batch: int = 500
+    # Longest a live poll blocks; bounds how fast the reader notices shutdown.
     poll_seconds: float = 0.25
+    # How often lag and the feed's health are refreshed.
     offsets_interval_seconds: float = 2.0
+    # How long shutdown waits for streams to send their final frame.
     shutdown_grace_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamTuning:
-        """Defaults, overridden by the optional `api_*` settings fields when present."""
-        names = {
-            "client_queue": "api_client_queue",
-            "heartbeat_seconds": "api_heartbeat_seconds",
-            "retry_ms": "api_retry_ms",
-            "replay_buffer": "api_replay_buffer",
-            "send_timeout_seconds": "api_send_timeout_seconds",
-        }
-        found = {
-            field: getattr(settings, name)
-            for field, name in names.items()
-            if getattr(settings, name, None) is not None
-        }
-        return cls(**found)
+        """Defaults, overridden by the `api_*` settings."""
+        return cls(
+            client_queue=settings.api_client_queue,
+            heartbeat_seconds=settings.api_heartbeat_seconds,
+            retry_ms=settings.api_retry_ms,
+            replay_buffer=settings.api_replay_buffer,
+            send_timeout_seconds=settings.api_send_timeout_seconds,
+        )
 
 
 class FeedUnavailableError(Exception):

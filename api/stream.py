@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +44,21 @@ __all__ = ["EventStream", "StepEventResponse"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_FRAMES = 256
+# Frames are joined into writes of about this size: one write per wake-up keeps the per-client
+# cost low, and the cap keeps the copies bounded (uvicorn pauses writing at 64 KiB anyway).
+_CHUNK_BYTES = 64 * 1024
+
+
+def _chunks(frames: list[bytes]) -> Iterator[bytes]:
+    """Join frames into writes of at most about `_CHUNK_BYTES`."""
+    start, size = 0, 0
+    for index, frame in enumerate(frames):
+        size += len(frame)
+        if size >= _CHUNK_BYTES:
+            yield b"".join(frames[start : index + 1])
+            start, size = index + 1, 0
+    if start < len(frames):
+        yield b"".join(frames[start:])
 
 
 def _control(event: str, position: Position, payload: dict[str, Any]) -> bytes:
@@ -163,20 +177,21 @@ class EventStream:
                 return
             behind = [p for p in range(hub.partitions) if self.cursor[p] < hub.coverage[p]]
             if behind:
-                chunk = b"".join([await self._from_history(p, batch) for p in behind])
+                frames = [f for p in behind for f in await self._from_history(p, batch)]
             else:
                 records = hub.replay_since(self.cursor, batch)
                 if not records:
                     # No await since replay_since: nothing the hub reads can be missed.
                     hub.go_live(subscriber, self.cursor)
                     return
-                chunk = b"".join(self._frames_of(records, filtered=False))
-            if chunk:
-                yield chunk
+                frames = self._frames_of(records, filtered=False)
+            if frames:
+                for chunk in _chunks(frames):
+                    yield chunk
             elif time.monotonic() - self._last_sent >= self.tuning.heartbeat_seconds:
                 yield self._heartbeat()
 
-    async def _from_history(self, partition: int, limit: int) -> bytes:
+    async def _from_history(self, partition: int, limit: int) -> list[bytes]:
         start = self.cursor[partition]
         read = await self.hub.read_history(partition, start, limit)
         first = read.records[0].offset if read.records else read.next_offset
@@ -207,7 +222,7 @@ class EventStream:
         )
         self._aligned = False
         self._count_sent(len(frames))
-        return b"".join(frames)
+        return frames
 
     async def _follow(self, subscriber: Subscriber) -> AsyncIterator[bytes]:
         """Live records from the hub, heartbeats when idle, a final frame when closed."""
@@ -222,11 +237,12 @@ class EventStream:
         )
         while True:
             if pending:
-                if len(pending) <= _CHUNK_FRAMES:
-                    taken = list(pending)
-                    pending.clear()
-                else:
-                    taken = [pending.popleft() for _ in range(_CHUNK_FRAMES)]
+                taken: list[StepRecord] = []
+                size = 0
+                while pending and size < _CHUNK_BYTES:
+                    record = pending.popleft()
+                    taken.append(record)
+                    size += len(record.frame)
                 yield b"".join(self._frames_of(taken, filtered=True))
                 continue
             ending = self._ending(subscriber)

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     auth: str = "jwt"
+    jwt_audience: str | None = None
+    api_client_queue: int = Field(default=2000, ge=1)
+    api_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    api_retry_ms: int = Field(default=3000, ge=0)
+    api_replay_buffer: int = Field(default=6000, ge=0)
+    api_send_timeout_seconds: float = Field(default=15.0, gt=0)
 
     dedup_ttl_seconds: float = Field(default=600.0, gt=0)
     dedup_max_per_device: int = Field(default=4096, ge=1)

@@ -92,41 +92,36 @@ class ObservationStore:
 
     @staticmethod
     def _update_patients(db: Database[dict[str, Any]], ready: list[Envelope]) -> list[Envelope]:
-        operations: list[UpdateOne] = []
-        owners: list[int] = []
+        # One conditional update per (patient, kind) for the whole batch, with its newest
+        # reading: the number of writes is bounded by what changed, not by the traffic.
+        newest: dict[tuple[str, str], dict[str, Any]] = {}
+        contributors: dict[tuple[str, str], list[int]] = {}
         kinds_of: dict[int, list[str]] = {}
         for position, envelope in enumerate(ready):
-            newest: dict[str, dict[str, Any]] = {}
+            kinds = set()
             for doc in envelope.observations:
-                kind = doc["kind"]
-                if kind not in newest or doc["measured_at"] >= newest[kind]["measured_at"]:
-                    newest[kind] = doc
-            kinds_of[position] = sorted(newest)
-            for kind, doc in newest.items():
-                field = f"last_vitals.{kind}"
-                operations.append(
-                    UpdateOne(
-                        {
-                            "_id": envelope.patient_id,
-                            "$or": [
-                                {field: {"$exists": False}},
-                                {f"{field}.measured_at": {"$lt": doc["measured_at"]}},
-                            ],
-                        },
-                        {"$set": {field: _latest(doc)}},
-                    )
-                )
-                owners.append(position)
+                target = (str(envelope.patient_id), doc["kind"])
+                kinds.add(doc["kind"])
+                if target not in newest or doc["measured_at"] >= newest[target]["measured_at"]:
+                    newest[target] = doc
+                contributors.setdefault(target, []).append(position)
+            kinds_of[position] = sorted(kinds)
+        targets = list(newest)
+        operations = [
+            _latest_vitals_update(patient, kind, newest[patient, kind]) for patient, kind in targets
+        ]
         failures: dict[int, str] = {}
         for start in range(0, len(operations), UPDATE_CHUNK):
             chunk = operations[start : start + UPDATE_CHUNK]
             errors = _write_errors(
                 lambda chunk=chunk: db.patients.bulk_write(chunk, ordered=False), "patients update"
             )
-            failures.update({start + index: error for index, error in errors.items()})
+            for index, error in errors.items():
+                for position in contributors[targets[start + index]]:
+                    failures.setdefault(position, error)
         return _record(
             ready,
-            {owners[i]: error for i, error in failures.items()},
+            failures,
             Step.UPDATED,
             "patient_update_failed",
             lambda position, e: {"patient_id": e.patient_id, "kinds": kinds_of[position]},
@@ -202,6 +197,21 @@ def _write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
             errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
         return errors
     return {}
+
+
+def _latest_vitals_update(patient_id: str, kind: str, doc: dict[str, Any]) -> UpdateOne:
+    """Set `last_vitals.<kind>` to `doc` unless the patient already holds a newer reading."""
+    field = f"last_vitals.{kind}"
+    return UpdateOne(
+        {
+            "_id": patient_id,
+            "$or": [
+                {field: {"$exists": False}},
+                {f"{field}.measured_at": {"$lt": doc["measured_at"]}},
+            ],
+        },
+        {"$set": {field: _latest(doc)}},
+    )
 
 
 def _latest(doc: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from api.hub import StreamTuning
 from api.server import serve_in_thread
 from flows.settings import Settings
 from sinks.event_log import SqliteEventLog
@@ -259,3 +261,39 @@ def test_dashboard_takes_a_token_from_its_url_and_shows_only_what_it_grants(
             browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#timeline li[data-message="mine"]')
         )
         assert not browser.find_elements(By.CSS_SELECTOR, '#timeline li[data-message="theirs"]')
+
+
+def test_dashboard_reconnects_by_itself_and_resumes_without_gaps_or_repeats(
+    browser: WebDriver, event_log: tuple[SqliteEventLog, str]
+) -> None:
+    log, url = event_log
+    topic = f"vitalflow.steps.test-{uuid.uuid4().hex[:8]}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    settings = Settings(auth="off", steps_topic=topic, api_port=port, event_log_url=url)
+    quick_retry = StreamTuning(retry_ms=300)
+
+    def rows() -> list[str]:
+        items = browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+        return [str(li.get_attribute("data-message")) for li in items]
+
+    def add(name: str) -> None:
+        log.append_many(topic, [(None, e) for e in message_events(name, "Qube", "QB", "P1")])
+
+    with serve_in_thread(settings, quick_retry) as base:
+        browser.get(base + "/")
+        wait_for(browser, lambda d: connection_state(d) == "live")
+        add("before")
+        wait_for(browser, lambda d: rows() == ["before"])
+    # The API is gone: events keep being written; the page keeps trying.
+    add("while-down-1")
+    add("while-down-2")
+    wait_for(browser, lambda d: connection_state(d) != "live")
+    with serve_in_thread(settings, quick_retry):
+        wait_for(browser, lambda d: connection_state(d) == "live", timeout=20)
+        add("after")
+        wait_for(browser, lambda d: len(rows()) == 4, timeout=20)
+        assert sorted(rows()) == ["after", "before", "while-down-1", "while-down-2"]
+        stored = '#step-counts tr[data-step="5_medical_stored"] td:nth-child(2)'
+        wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, stored).text == "4")

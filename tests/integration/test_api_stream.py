@@ -227,7 +227,7 @@ async def step_frames(
     return found
 
 
-async def no_more_step_frames(stream: SseConnection, wait: float = 0.7) -> None:
+async def no_more_step_frames(stream: SseConnection, wait: float = 0.3) -> None:
     try:
         frame = await stream.next_frame(wait)
     except TimeoutError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import AuthConfigError
+from api.server import build_server
 from flows.settings import Settings
 from sinks.event_log import SqliteEventLog
 
@@ -197,3 +199,20 @@ def test_auth_on_without_a_key_refuses_to_start() -> None:
 def test_an_event_log_url_other_than_sqlite_is_refused() -> None:
     with pytest.raises(ValueError, match="sqlite"):
         create_app(Settings(auth="off", event_log_url="postgres://db/events"))
+
+
+def test_tokens_in_the_query_string_never_reach_the_access_log() -> None:
+    build_server(Settings(auth="jwt", jwt_secret=SECRET))
+    access_log = logging.getLogger("uvicorn.access")
+    record = access_log.makeRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/events?access_token=eyJ.secret.sig&step=x", "1.1", 200),
+        None,
+    )
+    assert all(f.filter(record) for f in access_log.filters)
+    assert "eyJ.secret.sig" not in record.getMessage()
+    assert "access_token=[redacted]&step=x" in record.getMessage()
