@@ -73,6 +73,9 @@ class FlowUnderTest:
             VITALFLOW_RECOVERY_DIR=str(self.workdir / "recovery"),
             VITALFLOW_EPOCH_INTERVAL_SECONDS=str(self.epoch_interval),
             VITALFLOW_MQTT_PARTITIONS=str(self.partitions),
+            # A shared-subscription group of its own: offline sessions of other tests' flows
+            # in the default group would otherwise be handed (and hold) part of our messages.
+            VITALFLOW_MQTT_SHARE_GROUP=self.client_id,
         )
         return env
 
@@ -132,6 +135,27 @@ class FlowUnderTest:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def forget_sessions(self) -> None:
+        """Remove the flow's persistent sessions from the broker (clean session connects)."""
+        target = MqttTarget.from_url(self.mqtt_url)
+        for part in range(self.partitions):
+            client = mqtt.Client(
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                client_id=f"{self.client_id}-mqtt-{part}",
+                clean_session=True,
+                protocol=mqtt.MQTTv311,
+            )
+            try:
+                client.connect(target.host, target.port)
+                client.disconnect()
+            except OSError:
+                pass  # the broker is gone: so are its sessions
+
+    def stop(self) -> None:
+        """Kill the flow and forget its sessions: what a test does when it is done."""
+        self.kill()
+        self.forget_sessions()
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-4000:] for p in self.log_files)

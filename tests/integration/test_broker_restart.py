@@ -127,4 +127,4 @@ def test_two_partitions_share_the_topics_and_store_everything_once(
         received = [e for e in events if e["data"]["step"] == "1_mqtt_received"]
         assert len(received) == 200
     finally:
-        flow.kill()
+        flow.stop()

@@ -56,7 +56,7 @@ def flow(services, unique_id, tmp_path) -> FlowUnderTest:  # type: ignore[no-unt
         workdir=tmp_path,
     )
     yield under_test
-    under_test.kill()
+    under_test.stop()
 
 
 def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(flow: FlowUnderTest) -> None:

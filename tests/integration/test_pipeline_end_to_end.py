@@ -108,7 +108,7 @@ def flow(services, unique_id, tmp_path) -> FlowUnderTest:  # type: ignore[no-unt
         workdir=tmp_path,
     )
     yield under_test
-    under_test.kill()
+    under_test.stop()
 
 
 def test_mixed_batch_is_stored_exactly_once_with_one_step_chain_per_delivery(
