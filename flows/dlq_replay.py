@@ -123,6 +123,11 @@ def decode_dead_letter(value: bytes | None) -> DeadLetter:
     ):
         msg = "record has no topic that can be published to"
         raise DeadLetterDecodeError(msg)
+    if record.get("payload_truncated"):
+        # Only the first bytes of an oversized payload were kept: replaying them would
+        # publish something the device never sent.
+        msg = "record holds a truncated payload"
+        raise DeadLetterDecodeError(msg)
     reason = record.get("reason")
     reason = reason if isinstance(reason, dict) else {}
     return DeadLetter(

@@ -34,6 +34,7 @@ from flows.redact import redact, safe_label
 __all__ = [
     "FAMILIES",
     "MAX_DEPTH",
+    "MAX_PAYLOAD_BYTES",
     "NOTHING_TO_STORE",
     "NOT_DEVICE_DATA",
     "UNKNOWN",
@@ -46,6 +47,9 @@ __all__ = [
 
 # Real payloads nest four levels deep; anything far deeper is hostile or broken.
 MAX_DEPTH = 32
+# Device messages are a few KiB; anything far larger is hostile or broken, and decoding it
+# (and carrying it through events) would cost memory and time for nothing.
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     elif not isinstance(payload, bytes):
         msg = "payload is not bytes"
         raise ParseError("invalid_json", msg)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        msg = f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
+        raise ParseError("payload_too_large", msg)
     try:
         text = payload.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from flows.device_clock import ClockRule
 from flows.model import Envelope, ParseError, Step, StepOutcome, StepStatus
-from flows.parse import parse_payload
+from flows.parse import MAX_PAYLOAD_BYTES, parse_payload
 from flows.redact import redact
 from flows.step_events import isoformat_z
 
@@ -92,6 +92,8 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
 
 def _redacted_or_empty(payload: bytes) -> dict[str, Any]:
     """Return the payload for the step event when it is a JSON object, without personal data."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return {}
     try:
         decoded = json.loads(payload)
     except (ValueError, RecursionError):

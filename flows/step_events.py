@@ -13,9 +13,21 @@ from typing import Any
 
 from flows.model import Envelope, StepOutcome, StepStatus
 
-__all__ = ["SEVERITY_ORDER", "event_id", "isoformat_z", "step_events", "to_cloudevent"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "SEVERITY_ORDER",
+    "event_id",
+    "isoformat_z",
+    "step_events",
+    "to_cloudevent",
+]
 
 SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
+
+# Kafka refuses records over 1 MiB by default; an event that large (an AP55 batch of
+# thousands of readings, say) is sent without its payload and details, which stay in the
+# database and, for failures, in the dead letter.
+MAX_EVENT_BYTES = 256 * 1024
 
 
 def isoformat_z(moment: datetime) -> str:
@@ -70,10 +82,18 @@ def to_cloudevent(envelope: Envelope, outcome: StepOutcome) -> dict[str, Any]:
 def step_events(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     """Return `(key, (key, event JSON))` for each outcome, in step order, for the Kafka sink."""
     key = envelope.device_id
-    return [
-        (key, (key, json.dumps(to_cloudevent(envelope, o), default=_jsonable).encode()))
-        for o in envelope.outcomes
-    ]
+    return [(key, (key, _encode(to_cloudevent(envelope, o)))) for o in envelope.outcomes]
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    encoded = json.dumps(event, default=_jsonable).encode()
+    if len(encoded) <= MAX_EVENT_BYTES:
+        return encoded
+    data = event["data"]
+    omitted = {"omitted": f"too large for an event ({len(encoded)} bytes)"}
+    data["payload"] = omitted
+    data["processed_data"] = {**omitted, "count": data["processed_data"].get("count")}
+    return json.dumps(event, default=_jsonable).encode()
 
 
 def _jsonable(value: object) -> object:

@@ -91,3 +91,45 @@ def test_no_dead_letter_for_success_or_skip():
         ],
     )
     assert dead_letters(env) == []
+
+
+def test_oversized_payload_is_a_step_2_error_and_its_dead_letter_is_truncated_with_a_digest():
+    import hashlib
+
+    from flows.dead_letters import MAX_DEAD_LETTER_PAYLOAD
+    from flows.device_clock import ClockRule
+    from flows.parse_message import parse_envelope
+    from flows.receive import receive
+
+    raw = b'{"IMEI": "865067123456789", "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    delivery = Delivery("iMEDE_watch/hb", raw, T0, fingerprint("iMEDE_watch/hb", raw))
+    from datetime import timedelta
+
+    env = parse_envelope(receive(delivery), ClockRule(timedelta(days=7), timedelta(minutes=5)))
+    assert env.failed is not None and env.failed.error_code == "payload_too_large"
+    assert all(len(value) < 64 * 1024 for _, (_, value) in step_events(env))
+    [(_, (_, letter))] = dead_letters(env)
+    record = json.loads(letter)
+    assert record["payload_truncated"] is True and record["payload_bytes"] == len(raw)
+    assert record["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert len(record["payload"]) == MAX_DEAD_LETTER_PAYLOAD
+
+
+def test_event_too_large_for_kafka_is_sent_without_payload_and_details():
+    from flows.step_events import MAX_EVENT_BYTES
+
+    huge = {
+        "observations": [{"id": str(i), "values": {"x": i}} for i in range(20000)],
+        "count": 20000,
+    }
+    env = make(
+        b"{}",
+        [
+            StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+            StepOutcome(Step.STORED, StepStatus.SUCCESS, T0, processed_data=huge),
+        ],
+    )
+    [_, (_, (_, value))] = step_events(env)
+    assert len(value) <= MAX_EVENT_BYTES
+    data = json.loads(value)["data"]
+    assert data["processed_data"]["count"] == 20000 and "omitted" in data["processed_data"]
