@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pymongo import UpdateOne
@@ -85,7 +86,7 @@ class ObservationStore:
         for start in range(0, len(updates), UPDATE_CHUNK):
             chunk = updates[start : start + UPDATE_CHUNK]
             call_with_backoff(
-                lambda chunk=chunk: db.device_status.bulk_write(chunk, ordered=False),
+                partial(db.device_status.bulk_write, chunk, ordered=False),
                 "device_status upsert",
                 TRANSIENT_MONGO_ERRORS,
             )
@@ -114,7 +115,7 @@ class ObservationStore:
         for start in range(0, len(operations), UPDATE_CHUNK):
             chunk = operations[start : start + UPDATE_CHUNK]
             errors = _write_errors(
-                lambda chunk=chunk: db.patients.bulk_write(chunk, ordered=False), "patients update"
+                partial(db.patients.bulk_write, chunk, ordered=False), "patients update"
             )
             for index, error in errors.items():
                 for position in contributors[targets[start + index]]:
