@@ -13,17 +13,12 @@ from dataclasses import dataclass
 
 from api.auth import Access
 from api.records import StepRecord
+from flows.model import Step, StepStatus
 
 __all__ = ["STATUSES", "STEPS", "EventFilter", "OutOfScopeError", "Selection", "split_values"]
 
-STEPS = (
-    "1_mqtt_received",
-    "2_payload_parsed",
-    "3_patient_lookup",
-    "4_patient_updated",
-    "5_medical_stored",
-)
-STATUSES = ("success", "error", "skipped")
+STEPS = tuple(str(step) for step in Step)
+STATUSES = tuple(str(status) for status in StepStatus)
 
 
 class OutOfScopeError(Exception):

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 
-from flows.settings import Settings
+from flows.settings import Settings, without_password
 
 __all__ = ["main"]
 
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         recovery = RecoveryConfig(directory)
     logger.info(
         "vitalflow run: mqtt %s topics %s -> mongo db %s, events %s (recovery: %s)",
-        _without_password(settings.mqtt_url),
+        without_password(settings.mqtt_url),
         ",".join(settings.topics),
         settings.mongo_db,
         settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
@@ -145,14 +145,6 @@ def _demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
     return run_demo(args)
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
-    return url
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from connectors.embedded_broker import READY_PREFIX
 from flows.cli import settings_from
-from flows.settings import Settings
+from flows.settings import Settings, without_password
 
 __all__ = ["run_demo"]
 
@@ -285,14 +285,6 @@ def _browser_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
-    return url
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -326,13 +318,13 @@ def _summary(
         (
             "MQTT broker",
             "embedded (amqtt)" if plan.embedded_broker else "yours (VITALFLOW_MQTT_URL)",
-            _without_password(s.mqtt_url),
+            without_password(s.mqtt_url),
             pid("MQTT broker"),
         ),
         (
             "document store",
             "embedded (montydb, on disk)" if plan.embedded_store else "yours (VITALFLOW_MONGO_URL)",
-            _without_password(s.mongo_url) + f" db {s.mongo_db}",
+            without_password(s.mongo_url) + f" db {s.mongo_db}",
             library if plan.embedded_store else "-",
         ),
         (

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "without_password"]
 
 DEFAULT_TOPICS = "ESP32_BLE_GW_TX,dusun_pub,iMEDE_watch/#,CM4_BLE_GW_TX"
 
@@ -69,3 +69,12 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         """The MQTT topic filters to subscribe to."""
         return [t.strip() for t in self.mqtt_topics.split(",") if t.strip()]
+
+
+def without_password(url: str) -> str:
+    """Return `url` fit for logs and printed tables: any password replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+    return url

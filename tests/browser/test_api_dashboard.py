@@ -23,19 +23,14 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from api.hub import StreamTuning
 from api.server import serve_in_thread
+from flows.model import Step
 from flows.settings import Settings
 from sinks.event_log import SqliteEventLog
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-STEPS = (
-    "1_mqtt_received",
-    "2_payload_parsed",
-    "3_patient_lookup",
-    "4_patient_updated",
-    "5_medical_stored",
-)
+STEPS = tuple(str(step) for step in Step)
 SECRET = "browser-test-secret-long-enough-for-hs256!"
 
 

@@ -29,16 +29,11 @@ import psutil
 import pytest
 from pymongo import MongoClient
 
+from flows.model import Step
 from sinks.embedded_store import open_embedded_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STEPS = (
-    "1_mqtt_received",
-    "2_payload_parsed",
-    "3_patient_lookup",
-    "4_patient_updated",
-    "5_medical_stored",
-)
+STEPS = tuple(str(step) for step in Step)
 DASHBOARD_TIMEOUT = 150.0  # a cold start on a busy CI machine imports a lot
 TRAFFIC_TIMEOUT = 120.0
 STOP_WITHIN = 10.0  # "a few seconds", with room for a loaded machine

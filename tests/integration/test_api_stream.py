@@ -35,16 +35,11 @@ from api.client import SseConnection, SseFrame, SseHttpError, open_stream
 from api.hub import StreamTuning
 from api.position import Position
 from api.server import serve_in_thread
+from flows.model import Step
 from flows.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STEPS = (
-    "1_mqtt_received",
-    "2_payload_parsed",
-    "3_patient_lookup",
-    "4_patient_updated",
-    "5_medical_stored",
-)
+STEPS = tuple(str(step) for step in Step)
 DEVICE_TYPES = ("AVA4", "Kati", "Qube")
 SECRET = "integration-test-secret-long-enough-for-hs256"
 
