@@ -12,7 +12,6 @@ import json
 import threading
 import time
 
-import pytest
 from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
 
 MESSAGES = 1500
@@ -44,19 +43,6 @@ def bp_message(n: int) -> tuple[str, bytes]:
         },
     }
     return "dusun_pub", json.dumps(payload).encode()
-
-
-@pytest.fixture
-def flow(services, unique_id, tmp_path) -> FlowUnderTest:  # type: ignore[no-untyped-def]
-    under_test = FlowUnderTest(
-        mqtt_url=services.mqtt_url,
-        mongo_url=services.mongo_url,
-        kafka_bootstrap=services.kafka_bootstrap,
-        uid=unique_id,
-        workdir=tmp_path,
-    )
-    yield under_test
-    under_test.stop()
 
 
 def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(flow: FlowUnderTest) -> None:

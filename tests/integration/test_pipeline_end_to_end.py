@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from pipeline_harness import FlowUnderTest, chains, publish, read_topic, terminal_count, wait_for
 
 from flows.device_clock import ClockRule
@@ -96,19 +95,6 @@ MALFORMED = [
         ).encode(),
     ),
 ]
-
-
-@pytest.fixture
-def flow(services, unique_id, tmp_path) -> FlowUnderTest:  # type: ignore[no-untyped-def]
-    under_test = FlowUnderTest(
-        mqtt_url=services.mqtt_url,
-        mongo_url=services.mongo_url,
-        kafka_bootstrap=services.kafka_bootstrap,
-        uid=unique_id,
-        workdir=tmp_path,
-    )
-    yield under_test
-    under_test.stop()
 
 
 def test_mixed_batch_is_stored_exactly_once_with_one_step_chain_per_delivery(
