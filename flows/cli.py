@@ -14,6 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import ValidationError
+
 from flows.settings import Settings, without_password
 
 __all__ = ["main"]
@@ -83,9 +85,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
+    from api.auth import AuthConfigError
     from api.server import serve
 
-    serve(settings_from(args))
+    try:
+        serve(settings_from(args))
+    except AuthConfigError as exc:
+        logger.error("vitalflow api: %s", exc)
+        return 2
     return 0
 
 
@@ -235,7 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except ValidationError as exc:
+        # A setting with a value of the wrong kind: say which, without a traceback.
+        logger.error("vitalflow %s: invalid configuration: %s", args.command, exc)
+        return 2
 
 
 if __name__ == "__main__":
