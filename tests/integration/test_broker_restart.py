@@ -117,8 +117,10 @@ def test_two_partitions_share_the_topics_and_store_everything_once(
     flow.partitions = 2
     try:
         flow.start()
-        # Shared subscriptions have no session before the flow subscribes: wait for it.
-        time.sleep(3)
+        # Shared subscriptions hold nothing for a group before it subscribes: wait until both
+        # partitions are connected (they subscribe on connect), plus a moment for the SUBACK.
+        wait_for(lambda: flow.logs().count(" connected to ") >= 2, 60, flow, "both partitions")
+        time.sleep(1)
         publish(services.mqtt_url, [bp_message(n) for n in range(200)])
         wait_for(lambda: flow.db.observations.count_documents({}) >= 400, 90, flow, "all 200")
         time.sleep(1)
