@@ -15,7 +15,7 @@ from typing import Any
 
 from flows.device_clock import ClockRule
 from flows.model import Envelope, ParseError, Step, StepOutcome, StepStatus
-from flows.parse import MAX_PAYLOAD_BYTES, parse_payload
+from flows.parse import MAX_PAYLOAD_BYTES, identify, parse_payload
 from flows.redact import redact
 from flows.step_events import isoformat_z
 
@@ -39,11 +39,7 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
             error_code=exc.code,
             error_message=exc.message,
         )
-        return replace(
-            envelope,
-            payload=_redacted_or_empty(delivery.payload),
-            outcomes=[*envelope.outcomes, outcome],
-        )
+        return _failed(envelope, outcome)
     except Exception as exc:  # a parser bug must not stop the flow: report it as an error
         logger.exception("parser failed on message %s", delivery.message_id)
         outcome = StepOutcome(
@@ -53,11 +49,7 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
             error_code="parser_failure",
             error_message=f"internal parser error: {type(exc).__name__}",
         )
-        return replace(
-            envelope,
-            payload=_redacted_or_empty(delivery.payload),
-            outcomes=[*envelope.outcomes, outcome],
-        )
+        return _failed(envelope, outcome)
     summary: dict[str, Any] = {
         "message_kind": parsed.message_kind,
         "readings": [
@@ -86,6 +78,19 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
         device_id=parsed.device_id,
         payload=parsed.payload,
         parsed=parsed,
+        outcomes=[*envelope.outcomes, outcome],
+    )
+
+
+def _failed(envelope: Envelope, outcome: StepOutcome) -> Envelope:
+    """End the chain at step 2, naming the device as far as the raw bytes allow."""
+    delivery = envelope.delivery
+    device_type, device_id = identify(delivery.topic, delivery.payload)
+    return replace(
+        envelope,
+        device_type=device_type,
+        device_id=device_id,
+        payload=_redacted_or_empty(delivery.payload),
         outcomes=[*envelope.outcomes, outcome],
     )
 
