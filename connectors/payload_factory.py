@@ -507,29 +507,21 @@ class _Traffic:
 
     def ava4_heartbeat(self, now: datetime) -> _Draft:
         """Return a gateway heartbeat (`HB_Msg` on `ESP32_BLE_GW_TX`)."""
-        patient = self._patient()
-        gateway = patient.gateway
-        return _Draft(
-            topic="ESP32_BLE_GW_TX",
-            body=self._ava4_status(gateway, now, power_on=False),
-            category="status",
-            family="AVA4",
-            message_kind="HB_Msg",
-            device_id=gateway.mac,
-            lookup_key=IdKind.GATEWAY.key(gateway.mac),
-            patient_id=patient.patient_id,
-        )
+        return self._ava4_status_draft(now, power_on=False)
 
     def ava4_power_on(self, now: datetime) -> _Draft:
         """Return a gateway's power-on report (`reportMsg`)."""
+        return self._ava4_status_draft(now, power_on=True)
+
+    def _ava4_status_draft(self, now: datetime, *, power_on: bool) -> _Draft:
         patient = self._patient()
         gateway = patient.gateway
         return _Draft(
             topic="ESP32_BLE_GW_TX",
-            body=self._ava4_status(gateway, now, power_on=True),
+            body=self._ava4_status(gateway, now, power_on=power_on),
             category="status",
             family="AVA4",
-            message_kind="reportMsg",
+            message_kind="reportMsg" if power_on else "HB_Msg",
             device_id=gateway.mac,
             lookup_key=IdKind.GATEWAY.key(gateway.mac),
             patient_id=patient.patient_id,

@@ -15,15 +15,13 @@ from typing import Any
 
 from flows.device_clock import ClockRule
 from flows.model import Envelope, ParseError, Step, StepOutcome, StepStatus
-from flows.parse import MAX_PAYLOAD_BYTES, identify, parse_payload
+from flows.parse import MAX_PAYLOAD_BYTES, NOTHING_TO_STORE, identify, parse_payload
 from flows.redact import redact
 from flows.step_events import isoformat_z
 
-__all__ = ["NOTHING_TO_STORE", "parse_envelope"]
+__all__ = ["parse_envelope"]
 
 logger = logging.getLogger(__name__)
-
-NOTHING_TO_STORE = "status message with nothing to store"
 
 
 def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
