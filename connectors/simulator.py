@@ -84,6 +84,7 @@ def run_simulation(
     stop: threading.Event | None = None,
     on_sent: Callable[[SimulatedMessage], None] | None = None,
     ack_timeout_s: float = 30.0,
+    clock: Callable[[], datetime] | None = None,
 ) -> SimulationReport:
     """Publish simulated traffic to `settings.mqtt_url` and report what was sent.
 
@@ -92,6 +93,10 @@ def run_simulation(
     with none of them it runs forever. `rate` is in messages per second (`math.inf`: as
     fast as the broker takes them). `on_sent` sees every message once it is handed to the
     client, e.g. for a test that compares what the flow stored with what was sent.
+    `clock` gives the device times (default: the wall clock, so times are when a message
+    is sent). The same seed and the same clock readings give the same messages; with the
+    wall clock two runs can differ, because a message that would repeat bytes sent in the
+    same second is built again from fresh random draws.
     Raises `connectors.mqtt_publisher.MqttPublishError` when the broker cannot be reached.
     """
     if not rate > 0:
@@ -109,7 +114,7 @@ def run_simulation(
         malformed_fraction=malformed_fraction,
         unknown_fraction=unknown_fraction,
         sos_fraction=sos_fraction,
-        clock=lambda: datetime.now(UTC),
+        clock=clock or (lambda: datetime.now(UTC)),
     )
     report = SimulationReport()
     publisher = MqttPublisher(
