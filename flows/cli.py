@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     logger.info(
         "vitalflow run: mqtt %s topics %s -> mongo db %s, events %s (recovery: %s)",
         without_password(settings.mqtt_url),
-        ",".join(settings.topics),
+        ",".join(settings.subscriptions),
         settings.mongo_db,
         settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
         settings.recovery_dir or "off",
@@ -196,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = commands.add_parser("dlq", help="dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
-    replay = dlq_commands.add_parser("replay", help="re-publish dead letters to their MQTT topics")
+    replay = dlq_commands.add_parser(
+        "replay",
+        help="re-publish dead letters (exact bytes) under the replay prefix the flow listens on",
+        description="Re-publish dead letters to <mqtt-replay-prefix>/<delivery>/<original topic>: "
+        "the flow processes each as its original topic's message, never as a duplicate, and "
+        "stores nothing twice.",
+    )
     replay.add_argument(
         "--from-beginning", action="store_true", help="replay all, not only new ones"
     )

@@ -35,6 +35,8 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     record: dict[str, object] = {
         "message_id": delivery.message_id,
         "topic": delivery.topic,
+        # Which delivery of the message this was: a replay numbers on from it.
+        "delivery": envelope.delivery_number,
         "payload_encoding": encoding,
         "payload": payload,
         "reason": {

@@ -1,13 +1,19 @@
 """Stateful de-duplication keyed by device: a redelivered copy is reported and not stored twice.
 
 Each device keeps an insertion-ordered map of recent message ids (fingerprints of topic and
-payload bytes) with when each was first seen and how often. Entries expire after a TTL and the
-map is capped, so memory is bounded by devices x cap; a device's state is dropped once empty.
-Bytewax recovery snapshots the state at each epoch, so it survives restarts.
+payload bytes): when each was first seen, how many deliveries came, and whether one of them
+went on to be stored. Entries expire after a TTL and the map is capped, so memory is bounded
+by devices x cap; a device's state is dropped once empty. Bytewax recovery snapshots the state
+at each epoch, so it survives restarts, and a delivery re-processed after a crash gets the same
+number (so its events keep their ids).
 
-Only messages that go on to be stored (or that update a device's status) are remembered: a
-copy whose first delivery ended in an error was never stored, so it is processed again (this
-is what makes dead-letter replay work without any marker on the replayed message).
+A copy is a duplicate only if an earlier delivery went on to be stored (or updated a device's
+status): a copy whose earlier deliveries all ended in an error is processed again. A copy sent
+by `vitalflow dlq replay` is never a duplicate, whatever the state says, because the letter
+proves that delivery was not stored: its first pass may have failed at step 4 or 5, after this
+stage had remembered it. Storing is idempotent (deterministic `_id`s), so letting a copy
+through can never double a record. Every delivery gets its own number, and with it event ids of
+its own; a replay numbers on from the delivery it replays, even after the TTL.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ __all__ = ["DedupLogic", "DedupState", "dedup_builder", "device_key"]
 
 DUPLICATE = "duplicate"
 
-# message_id -> (first seen, POSIX seconds; deliveries seen so far)
-DedupState = dict[str, tuple[float, int]]
+# message_id -> (first seen, POSIX seconds; deliveries numbered so far; whether one was stored).
+# Snapshots from before the third field existed hold pairs, all of stored messages.
+DedupState = dict[str, tuple[float, int, bool] | tuple[float, int]]
 
 
 def device_key(envelope: Envelope) -> str:
@@ -44,20 +51,28 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
 
     @override
     def on_item(self, value: Envelope) -> tuple[list[Envelope], bool]:
-        if value.failed is not None:
-            return [value], self._is_empty()
         message_id = value.delivery.message_id
         now = value.delivery.received_at.timestamp()
         entry = self.seen.get(message_id)
-        if entry is not None and now - entry[0] <= self.ttl.total_seconds():
-            count = entry[1] + 1
-            self.seen[message_id] = (entry[0], count)
-            return [_as_duplicate(value, count)], False
-        self.seen.pop(message_id, None)
-        self.seen[message_id] = (now, 1)
-        while len(self.seen) > self.max_entries:
-            del self.seen[next(iter(self.seen))]
-        return [value], False
+        if entry is not None and now - entry[0] > self.ttl.total_seconds():
+            del self.seen[message_id]
+            entry = None
+        first_seen, earlier = (entry[0], entry[1]) if entry is not None else (now, 0)
+        stored = _was_stored(entry)
+        number = max(earlier, value.delivery.replay_of or 0) + 1
+        if stored and value.delivery.replay_of is None and value.failed is None:
+            self.seen[message_id] = (first_seen, number, True)
+            return [_as_duplicate(value, number)], False
+        # A delivery that failed before this stage is remembered too, so a later copy gets a
+        # number (and event ids) of its own; it does not make that copy a duplicate.
+        will_store = value.failed is None
+        if entry is None:
+            self.seen[message_id] = (first_seen, number, will_store)
+            while len(self.seen) > self.max_entries:
+                del self.seen[next(iter(self.seen))]
+        else:
+            self.seen[message_id] = (first_seen, number, stored or will_store)
+        return [replace(value, delivery_number=number)], False
 
     @override
     def on_notify(self) -> tuple[list[Envelope], bool]:
@@ -83,6 +98,14 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
 
     def _is_empty(self) -> bool:
         return not self.seen
+
+
+def _was_stored(entry: tuple[float, int, bool] | tuple[float, int] | None) -> bool:
+    if entry is None:
+        return False
+    if len(entry) == 2:  # a snapshot from before the flag: only stored messages were kept
+        return True
+    return bool(entry[-1])
 
 
 def dedup_builder(ttl: timedelta, max_entries: int) -> Callable[[DedupState | None], DedupLogic]:

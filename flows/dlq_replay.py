@@ -1,10 +1,13 @@
 """`vitalflow dlq replay`: send dead letters back through the flow, e.g. after registering a device.
 
 A dead letter (Kafka topic `settings.dlq_topic`, written by `flows.dead_letters`) holds the
-exact payload bytes of a message the flow could not store, and the MQTT topic it came on.
-Replay re-publishes those bytes to that topic at QoS 1. Being byte-identical, the copy has
-the same `message_id`; the flow keeps no de-dup state for messages that ended in an error, so
-it processes the copy as new, and a copy that fails again is dead-lettered again.
+exact payload bytes of a message the flow could not store, the MQTT topic it came on and the
+number of that delivery. Replay re-publishes those bytes at QoS 1 to
+`<settings.mqtt_replay_prefix>/<delivery>/<topic>` (see `flows.replay_topic`), which the flow
+subscribes to: it processes the copy as the original topic's message, with the same
+`message_id` (so nothing can be stored twice), never as a duplicate, and with event ids of its
+own. A copy that fails again is dead-lettered again. Letters written before the delivery
+number existed replay as delivery 1.
 
 Offsets are committed per consumer group, and only once the broker acknowledged every message
 of a batch, so a replay does not repeat what an earlier one already re-published (a crash
@@ -30,6 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, unique_client_id
 from flows.model import fingerprint
+from flows.replay_topic import replay_topic
 from flows.settings import Settings
 
 __all__ = [
@@ -64,6 +68,7 @@ class DeadLetter:
     step: str | None
     device_type: str | None
     device_id: str | None
+    delivery: int = 1
 
 
 @dataclass
@@ -138,11 +143,23 @@ def decode_dead_letter(value: bytes | None) -> DeadLetter:
         step=_text(reason.get("step")),
         device_type=_text(record.get("device_type")),
         device_id=_text(record.get("device_id")),
+        delivery=_delivery_number(record.get("delivery")),
     )
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _delivery_number(value: object) -> int:
+    # Absent in letters from before the field existed: those were first deliveries as far as
+    # anyone can tell now. A present but unusable value means the record was tampered with.
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 10**9:
+        msg = "record has a delivery number that is not a positive integer"
+        raise DeadLetterDecodeError(msg)
+    return value
 
 
 def _payload_bytes(record: dict[str, Any]) -> bytes:
@@ -302,7 +319,8 @@ class _Replay:
         ):
             report.fingerprint_mismatches += 1
         if not report.dry_run:
-            self._connected_publisher().publish(letter.topic, letter.payload)
+            target = replay_topic(self._settings.mqtt_replay_prefix, letter.delivery, letter.topic)
+            self._connected_publisher().publish(target, letter.payload)
         report.replayed += 1
         report.replayed_by_code[letter.code or "unknown"] += 1
 

@@ -81,6 +81,8 @@ class Delivery:
     payload: bytes
     received_at: datetime
     message_id: str
+    # Set on a `vitalflow dlq replay` copy: the number of the delivery that was dead-lettered.
+    replay_of: int | None = None
 
 
 class ParseError(Exception):

@@ -4,10 +4,11 @@
          -> enrich -> store (4, 5) -> step events -> Kafka `vitalflow.steps`
                                     -> dead letters -> Kafka `vitalflow.dlq`
 
-De-duplication runs after the lookup on purpose: it only remembers messages that are going to
-be stored, so a copy of a message whose first delivery ended in an error (unknown device,
-malformed payload) is processed again, which is what a dead-letter replay relies on. A
-duplicate is still reported at step 2 and nothing of it is stored.
+De-duplication runs after the lookup on purpose: a copy is a duplicate only if an earlier
+delivery went on to be stored, so a copy of a message whose first delivery ended in an error
+(unknown device, malformed payload) is processed again. A dead-letter replay arrives under the
+replay prefix (`flows.replay_topic`) and is never taken for a duplicate. A duplicate is still
+reported at step 2 and nothing of it is stored.
 
 `python -m bytewax.run flows.pipeline:flow` runs it with the configuration of the environment.
 """
@@ -50,7 +51,7 @@ def build_flow(settings: Settings) -> Dataflow:
         flow,
         MqttSource(
             settings.mqtt_url,
-            settings.topics,
+            settings.subscriptions,
             qos=settings.mqtt_qos,
             client_id=settings.mqtt_client_id,
             partitions=settings.mqtt_partitions,
@@ -59,7 +60,9 @@ def build_flow(settings: Settings) -> Dataflow:
             ca_file=settings.mqtt_ca_file,
         ),
     )
-    received = op.map("receive", deliveries, receive)
+    received = op.map(
+        "receive", deliveries, partial(receive, replay_prefix=settings.mqtt_replay_prefix)
+    )
     parsed = op.map(
         "parse", received, partial(parse_envelope, clock=ClockRule.from_settings(settings))
     )

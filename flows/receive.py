@@ -6,19 +6,36 @@ parsing fails); events are built at the end of the flow, so every event carries 
 
 from __future__ import annotations
 
-from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus
+from dataclasses import replace
+
+from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.parse import UNKNOWN
+from flows.replay_topic import split_replay_topic
 
 __all__ = ["receive"]
 
 
-def receive(delivery: Delivery) -> Envelope:
-    """Wrap a delivery; its device is not known until the payload is parsed."""
+def receive(delivery: Delivery, replay_prefix: str | None = None) -> Envelope:
+    """Wrap a delivery; its device is not known until the payload is parsed.
+
+    A copy sent by `vitalflow dlq replay` (a topic under `replay_prefix`) continues as the
+    message it replays: its device's topic, and the message id that topic and bytes give.
+    """
+    processed: dict[str, object] = {"bytes": len(delivery.payload)}
+    replayed = split_replay_topic(replay_prefix, delivery.topic) if replay_prefix else None
+    if replayed is not None:
+        delivery = replace(
+            delivery,
+            topic=replayed.topic,
+            message_id=fingerprint(replayed.topic, delivery.payload),
+            replay_of=replayed.failed_delivery,
+        )
+        processed["replay_of_delivery"] = replayed.failed_delivery
     received = StepOutcome(
         step=Step.RECEIVED,
         status=StepStatus.SUCCESS,
         at=delivery.received_at,
-        processed_data={"bytes": len(delivery.payload)},
+        processed_data=processed,
     )
     return Envelope(
         delivery=delivery,

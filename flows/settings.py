@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     mqtt_partitions: int = Field(default=1, ge=1)
     mqtt_inbox_size: int = Field(default=20_000, ge=1)
     mqtt_ca_file: str | None = None
+    # `vitalflow dlq replay` publishes under this prefix (see flows.replay_topic), and the
+    # flow subscribes to it next to the device topics.
+    mqtt_replay_prefix: str = Field(default="vitalflow/replay", pattern=r"^[^$#+\x00][^#+\x00]*$")
 
     mongo_url: str = "mongodb://127.0.0.1:27017"
     mongo_db: str = "vitalflow"
@@ -69,6 +72,11 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         """The MQTT topic filters to subscribe to."""
         return [t.strip() for t in self.mqtt_topics.split(",") if t.strip()]
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The topic filters the flow subscribes to: the device topics and the replay prefix."""
+        return [*self.topics, f"{self.mqtt_replay_prefix.rstrip('/')}/#"]
 
 
 def without_password(url: str) -> str:

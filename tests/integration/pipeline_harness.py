@@ -60,6 +60,10 @@ class FlowUnderTest:
     def dlq_topic(self) -> str:
         return f"vitalflow.dlq.test-{self.uid}"
 
+    @property
+    def replay_prefix(self) -> str:
+        return f"vf_test_{self.uid}/replay"
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VITALFLOW_")}
         env.update(
@@ -70,6 +74,7 @@ class FlowUnderTest:
             VITALFLOW_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             VITALFLOW_STEPS_TOPIC=self.steps_topic,
             VITALFLOW_DLQ_TOPIC=self.dlq_topic,
+            VITALFLOW_MQTT_REPLAY_PREFIX=self.replay_prefix,
             VITALFLOW_RECOVERY_DIR=str(self.workdir / "recovery"),
             VITALFLOW_EPOCH_INTERVAL_SECONDS=str(self.epoch_interval),
             VITALFLOW_MQTT_PARTITIONS=str(self.partitions),
@@ -113,7 +118,8 @@ class FlowUnderTest:
         )
         client.connect(target.host, target.port)
         client.loop_start()
-        result, _mid = client.subscribe([(t, 1) for t in DEFAULT_TOPICS.split(",")])
+        topics = [*DEFAULT_TOPICS.split(","), f"{self.replay_prefix}/#"]
+        result, _mid = client.subscribe([(t, 1) for t in topics])
         assert result == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.3)
         client.disconnect()

@@ -1,8 +1,9 @@
 """Dead-letter replay against real Kafka and Mosquitto.
 
 Each test writes dead letters (built by the flow's own writer) to a Kafka topic of its own,
-naming MQTT topics under a prefix of its own, and listens on that prefix: replay must put the
-exact original bytes back on the original topics, and commit so that a replay does not repeat.
+with a replay prefix of its own, and listens under that prefix: replay must put the exact
+original bytes on `<replay prefix>/<delivery>/<original topic>` (the flow subscribes there),
+and commit so that a replay does not repeat.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class DlqFixture:
 
     def write(self, letters: list[tuple[str, bytes, str]]) -> None:
         for topic, payload, code in letters:
-            key, value = dead_letter(f"{self.prefix}/{topic}", payload, code)
+            key, value = dead_letter(topic, payload, code)
             self.producer.send(self.settings.dlq_topic, key=key, value=value)
         self.producer.flush(TIMEOUT_S)
 
@@ -108,7 +109,10 @@ def dlq(services: Any, unique_id: str) -> Iterator[DlqFixture]:
     prefix = f"vf_test_{unique_id}"
     listener = Listener(services.mqtt_url, f"vf-test-dlq-{unique_id}", prefix)
     settings = Settings(
-        mqtt_url=services.mqtt_url, kafka_bootstrap=services.kafka_bootstrap, dlq_topic=topic
+        mqtt_url=services.mqtt_url,
+        kafka_bootstrap=services.kafka_bootstrap,
+        dlq_topic=topic,
+        mqtt_replay_prefix=f"{prefix}/replay",
     )
     try:
         yield DlqFixture(settings, prefix, listener, producer)
@@ -141,7 +145,7 @@ def test_replay_puts_the_original_bytes_back_on_the_original_topics(dlq: DlqFixt
     dlq.write(LETTERS)
     dlq.write_raw(b"this is not a dead letter")
     report = replay_dead_letters(dlq.settings, group_id=f"{dlq.prefix}-replay")
-    expected = sorted((f"{dlq.prefix}/{t}", p) for t, p, _ in LETTERS)
+    expected = sorted((f"{dlq.prefix}/replay/1/{t}", p) for t, p, _ in LETTERS)
     assert sorted(dlq.listener.wait_for(len(expected))) == expected
     assert (report.consumed, report.replayed, report.undecodable) == (5, 4, 1)
     assert report.fingerprint_mismatches == 0
@@ -158,7 +162,7 @@ def test_a_group_replays_each_letter_once_unless_rewound(dlq: DlqFixture):
     assert replay_dead_letters(dlq.settings, group_id=group).replayed == 0
     dlq.write(LETTERS[2:3])
     assert replay_dead_letters(dlq.settings, group_id=group).replayed == 1
-    assert dlq.listener.wait_for(1) == [(f"{dlq.prefix}/dusun_pub", LETTERS[2][1])]
+    assert dlq.listener.wait_for(1) == [(f"{dlq.prefix}/replay/1/dusun_pub", LETTERS[2][1])]
 
     dlq.listener.clear()
     assert replay_dead_letters(dlq.settings, group_id=group, from_beginning=True).replayed == 3

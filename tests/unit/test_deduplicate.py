@@ -7,13 +7,21 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from flows.deduplicate import DedupLogic, dedup_builder, device_key
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 
-T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+# Near the wall clock: expiry (`on_notify`) runs on wall time, and would clear entries dated
+# long ago between two items.
+T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 def envelope(
-    payload: bytes, at: datetime = T0, device: str = "861265061482607", failed: bool = False
+    payload: bytes,
+    at: datetime = T0,
+    device: str = "861265061482607",
+    failed: bool = False,
+    replay_of: int | None = None,
 ) -> Envelope:
-    delivery = Delivery("iMEDE_watch/hb", payload, at, fingerprint("iMEDE_watch/hb", payload))
+    delivery = Delivery(
+        "iMEDE_watch/hb", payload, at, fingerprint("iMEDE_watch/hb", payload), replay_of
+    )
     outcomes = [
         StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, at),
         StepOutcome(Step.PARSED, StepStatus.SUCCESS, at),
@@ -53,10 +61,43 @@ def test_different_payloads_and_devices_are_not_duplicates():
     assert all(len(e.outcomes) == 3 for e in out)
 
 
-def test_copy_of_a_failed_message_is_processed_again():
+def test_copy_of_a_failed_message_is_processed_again_with_ids_of_its_own():
     out = run_dedup([envelope(b"x", failed=True), envelope(b"x", failed=True)])
     assert [e.outcomes[-1].status for e in out] == [StepStatus.ERROR, StepStatus.ERROR]
-    assert all(e.delivery_number == 1 for e in out)
+    assert [e.delivery_number for e in out] == [1, 2]
+
+
+def test_a_copy_that_succeeds_after_failures_is_stored_and_later_copies_are_duplicates():
+    # Unknown device twice, then registered: the third copy goes on; the fourth is a repeat.
+    out = run_dedup(
+        [envelope(b"x", failed=True), envelope(b"x", failed=True), envelope(b"x"), envelope(b"x")]
+    )
+    assert [e.delivery_number for e in out] == [1, 2, 3, 4]
+    assert [e.outcomes[-1].status for e in out] == [
+        StepStatus.ERROR,
+        StepStatus.ERROR,
+        StepStatus.SUCCESS,
+        StepStatus.SKIPPED,
+    ]
+
+
+def test_a_replay_is_never_a_duplicate_and_numbers_on_from_the_failed_delivery():
+    # The first pass went on to the store (and failed there): de-dup only saw it pass.
+    out = run_dedup([envelope(b"x"), envelope(b"x", replay_of=1), envelope(b"x")])
+    assert [e.outcomes[-1].status for e in out] == [
+        StepStatus.SUCCESS,
+        StepStatus.SUCCESS,
+        StepStatus.SKIPPED,
+    ]
+    assert [e.delivery_number for e in out] == [1, 2, 3]
+
+
+def test_a_replay_after_the_ttl_still_gets_a_number_of_its_own():
+    late = T0 + timedelta(hours=5)
+    out = run_dedup([envelope(b"x", failed=True), envelope(b"x", late, replay_of=1)])
+    assert [e.delivery_number for e in out] == [1, 2]
+    assert out[1].outcomes[-1].status is StepStatus.SUCCESS
+    assert run_dedup([envelope(b"y", late, replay_of=4)])[0].delivery_number == 5
 
 
 def test_copy_after_the_ttl_is_not_a_duplicate():
@@ -88,3 +129,11 @@ def test_expired_entries_are_dropped_and_empty_state_discarded():
     assert logic.notify_at() is not None
     emitted, discard = logic.on_notify()
     assert emitted == [] and discard is True and logic.snapshot() == {}
+
+
+def test_snapshots_of_pairs_from_before_the_stored_flag_resume_as_stored():
+    resumed = dedup_builder(timedelta(minutes=10), 100)(
+        {fingerprint("iMEDE_watch/hb", b"1"): (T0.timestamp(), 1)}
+    )
+    emitted, _ = resumed.on_item(envelope(b"1", T0 + timedelta(seconds=1)))
+    assert emitted[0].outcomes[1].reason == "duplicate" and emitted[0].delivery_number == 2

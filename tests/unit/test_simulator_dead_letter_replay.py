@@ -28,10 +28,14 @@ SETTINGS = Settings(dlq_topic=DLQ, mqtt_url="mqtt://127.0.0.1:1", kafka_bootstra
 Record = namedtuple("Record", ["offset", "value"])
 
 
-def dead_letter(topic: str, payload: bytes, code: str = "unknown_device") -> bytes:
+def dead_letter(
+    topic: str, payload: bytes, code: str = "unknown_device", delivery_number: int = 1
+) -> bytes:
     delivery = Delivery(topic, payload, T0, fingerprint(topic, payload))
     failed = StepOutcome(Step.LOOKUP, StepStatus.ERROR, T0, error_code=code, error_message="m")
-    envelope = Envelope(delivery, "Kati", "861265061482607", {}, [failed])
+    envelope = Envelope(
+        delivery, "Kati", "861265061482607", {}, [failed], delivery_number=delivery_number
+    )
     [(_, (_, value))] = dead_letters(envelope)
     return value
 
@@ -43,6 +47,13 @@ def test_a_utf8_dead_letter_decodes_to_the_original_bytes():
     assert letter.topic == "iMEDE_watch/VitalSign"
     assert (letter.code, letter.step) == ("unknown_device", "3_patient_lookup")
     assert letter.message_id == fingerprint(letter.topic, letter.payload)
+    assert letter.delivery == 1
+
+
+def test_the_letter_keeps_the_number_of_the_delivery_that_failed():
+    assert decode_dead_letter(dead_letter("dusun_pub", b"{}", delivery_number=3)).delivery == 3
+    # Letters written before the number existed replay as first deliveries.
+    assert decode_dead_letter(record()).delivery == 1
 
 
 def test_a_binary_dead_letter_decodes_through_base64():
@@ -72,6 +83,10 @@ def record(**fields: Any) -> bytes:
         record(payload_encoding="base64", payload="not base64!"),
         record(payload_encoding="latin-1"),
         record(payload="\udcff"),
+        record(delivery=0),
+        record(delivery="2"),
+        record(delivery=True),
+        record(delivery=2.5),
     ],
 )
 def test_records_that_do_not_say_what_to_send_where_are_refused(value: bytes | None):
@@ -203,7 +218,8 @@ def fill(kafka: FakeKafka, letters: list[tuple[str, bytes, str]] = LETTERS) -> N
 def test_replay_publishes_the_original_bytes_to_the_original_topics(kafka: FakeKafka):
     fill(kafka)
     report = replay_dead_letters(SETTINGS)
-    assert sorted(published()) == sorted((t, p) for t, p, _ in LETTERS)
+    # Under the replay prefix, which the flow subscribes to, numbered by the failed delivery.
+    assert sorted(published()) == sorted((f"vitalflow/replay/1/{t}", p) for t, p, _ in LETTERS)
     assert (report.consumed, report.replayed, report.undecodable) == (5, 4, 1)
     assert report.replayed_by_code == {"unknown_device": 3, "invalid_json": 1}
     assert report.committed == {0: 3, 1: 2}
@@ -242,7 +258,7 @@ def test_a_dry_run_publishes_and_commits_nothing(kafka: FakeKafka):
 def test_codes_keep_only_matching_letters(kafka: FakeKafka):
     fill(kafka)
     report = replay_dead_letters(SETTINGS, codes={"invalid_json"})
-    assert published() == [("dusun_pub", b"\xc3\x28 not utf-8")]
+    assert published() == [("vitalflow/replay/1/dusun_pub", b"\xc3\x28 not utf-8")]
     assert (report.replayed, report.filtered, report.undecodable) == (1, 3, 1)
 
 
