@@ -23,7 +23,7 @@ from flows.step_events import SEVERITY_ORDER
 from sinks.backoff import call_with_backoff
 from sinks.mongo_database import TRANSIENT_MONGO_ERRORS
 
-__all__ = ["ObservationStore"]
+__all__ = ["ObservationStore", "device_status_update", "latest_vitals"]
 
 _DUPLICATE_KEY = 11000
 
@@ -65,23 +65,10 @@ class ObservationStore:
         # One upsert per device: within a batch only its latest status matters.
         latest: dict[str, dict[str, Any]] = {}
         for envelope in batch:
-            parsed = envelope.parsed
-            if parsed is None or parsed.status is None or envelope.failed is not None:
-                continue
-            status = parsed.status
-            fields: dict[str, Any] = {
-                "device_type": envelope.device_type,
-                "device_id": envelope.device_id,
-                "last_seen": envelope.delivery.received_at,
-                "last_message_kind": parsed.message_kind,
-            }
-            for name in ("online", "battery", "signal"):
-                value = getattr(status, name)
-                if value is not None:
-                    fields[name] = value
-            if status.details:
-                fields["details"] = status.details
-            latest[status.device_key] = fields
+            update = device_status_update(envelope)
+            if update is not None:
+                key, fields = update
+                latest[key] = fields
         updates = [UpdateOne({"_id": k}, {"$set": f}, upsert=True) for k, f in latest.items()]
         for start in range(0, len(updates), UPDATE_CHUNK):
             chunk = updates[start : start + UPDATE_CHUNK]
@@ -145,6 +132,38 @@ class ObservationStore:
             "store_failed",
             lambda _position, e: _stored_summary(e),
         )
+
+
+def device_status_update(envelope: Envelope) -> tuple[str, dict[str, Any]] | None:
+    """Return the `device_status` key and the fields to `$set` for an envelope, if it has any."""
+    parsed = envelope.parsed
+    if parsed is None or parsed.status is None or envelope.failed is not None:
+        return None
+    status = parsed.status
+    fields: dict[str, Any] = {
+        "device_type": envelope.device_type,
+        "device_id": envelope.device_id,
+        "last_seen": envelope.delivery.received_at,
+        "last_message_kind": parsed.message_kind,
+    }
+    for name in ("online", "battery", "signal"):
+        value = getattr(status, name)
+        if value is not None:
+            fields[name] = value
+    if status.details:
+        fields["details"] = status.details
+    return status.device_key, fields
+
+
+def latest_vitals(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return what `patients.last_vitals.<kind>` holds of an observation."""
+    return {
+        "observation_id": doc["_id"],
+        "measured_at": doc["measured_at"],
+        "values": doc["values"],
+        "severity": doc.get("severity", "normal"),
+        "device_type": doc["device_type"],
+    }
 
 
 def _put_back(batch: list[Envelope], positions: list[int], done: list[Envelope]) -> list[Envelope]:
@@ -211,18 +230,8 @@ def _latest_vitals_update(patient_id: str, kind: str, doc: dict[str, Any]) -> Up
                 {f"{field}.measured_at": {"$lt": doc["measured_at"]}},
             ],
         },
-        {"$set": {field: _latest(doc)}},
+        {"$set": {field: latest_vitals(doc)}},
     )
-
-
-def _latest(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "observation_id": doc["_id"],
-        "measured_at": doc["measured_at"],
-        "values": doc["values"],
-        "severity": doc.get("severity", "normal"),
-        "device_type": doc["device_type"],
-    }
 
 
 def _stored_summary(envelope: Envelope) -> dict[str, Any]:
