@@ -1,9 +1,10 @@
 """Stages 4 and 5: latest vitals on the patient, then the observations, in bulk.
 
-Each batch costs at most three bulk writes: device status upserts, conditional `last_vitals`
-updates (only when the reading is newer than what the patient holds), and one unordered
-insert of all observations. Every write is idempotent (deterministic `_id`s, "newer than"
-conditions, `$set` upserts), so re-processing after a crash or a replay changes nothing.
+Each batch costs a few bulk writes: device status upserts, `last_vitals` updates (one per
+patient, only with readings newer than what it holds: `flows.latest_vitals`), and one
+unordered insert of all observations. Every write is idempotent (deterministic `_id`s,
+"newer than" conditions, `$set` upserts), so re-processing after a crash or a replay changes
+nothing.
 """
 
 from __future__ import annotations
@@ -16,22 +17,14 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
+from flows.latest_vitals import UPDATE_CHUNK, update_latest_vitals
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 from flows.step_events import SEVERITY_ORDER
 from sinks.backoff import call_with_backoff
-from sinks.mongo_database import TRANSIENT_MONGO_ERRORS
+from sinks.mongo_database import TRANSIENT_MONGO_ERRORS, write_errors
 
-__all__ = ["ObservationStore", "device_status_update", "latest_vitals"]
-
-_DUPLICATE_KEY = 11000
-
-# FerretDB 1.24 (SQLite) holds one pooled connection per update statement until the command
-# ends, from a pool of 100: an update command of ~100 statements deadlocks the server
-# (measured: 99 fine, 101 hangs forever). Update batches are sent in chunks well below that,
-# leaving room for a few workers writing at once.
-UPDATE_CHUNK = 32
+__all__ = ["ObservationStore", "device_status_update"]
 
 
 class ObservationStore:
@@ -80,8 +73,8 @@ class ObservationStore:
 
     @staticmethod
     def _update_patients(db: Database[dict[str, Any]], ready: list[Envelope]) -> list[Envelope]:
-        # One conditional update per (patient, kind) for the whole batch, with its newest
-        # reading: the number of writes is bounded by what changed, not by the traffic.
+        # The newest reading of each (patient, kind) in the batch: the number of writes is
+        # bounded by the patients that changed, not by the traffic.
         newest: dict[tuple[str, str], dict[str, Any]] = {}
         contributors: dict[tuple[str, str], list[int]] = {}
         kinds_of: dict[int, list[str]] = {}
@@ -94,19 +87,10 @@ class ObservationStore:
                     newest[target] = doc
                 contributors.setdefault(target, []).append(position)
             kinds_of[position] = sorted(kinds)
-        targets = list(newest)
-        operations = [
-            _latest_vitals_update(patient, kind, newest[patient, kind]) for patient, kind in targets
-        ]
         failures: dict[int, str] = {}
-        for start in range(0, len(operations), UPDATE_CHUNK):
-            chunk = operations[start : start + UPDATE_CHUNK]
-            errors = _write_errors(
-                partial(db.patients.bulk_write, chunk, ordered=False), "patients update"
-            )
-            for index, error in errors.items():
-                for position in contributors[targets[start + index]]:
-                    failures.setdefault(position, error)
+        for target, error in update_latest_vitals(db, newest).items():
+            for position in contributors[target]:
+                failures.setdefault(position, error)
         return _record(
             ready,
             failures,
@@ -122,7 +106,7 @@ class ObservationStore:
         for position, envelope in enumerate(ready):
             documents.extend(envelope.observations)
             owners.extend([position] * len(envelope.observations))
-        failures = _write_errors(
+        failures = write_errors(
             lambda: db.observations.insert_many(documents, ordered=False), "observations insert"
         )
         return _record(
@@ -153,17 +137,6 @@ def device_status_update(envelope: Envelope) -> tuple[str, dict[str, Any]] | Non
     if status.details:
         fields["details"] = status.details
     return status.device_key, fields
-
-
-def latest_vitals(doc: dict[str, Any]) -> dict[str, Any]:
-    """Return what `patients.last_vitals.<kind>` holds of an observation."""
-    return {
-        "observation_id": doc["_id"],
-        "measured_at": doc["measured_at"],
-        "values": doc["values"],
-        "severity": doc.get("severity", "normal"),
-        "device_type": doc["device_type"],
-    }
 
 
 def _put_back(batch: list[Envelope], positions: list[int], done: list[Envelope]) -> list[Envelope]:
@@ -200,38 +173,6 @@ def _record(
             )
         result.append(replace(envelope, outcomes=[*envelope.outcomes, outcome]))
     return result
-
-
-def _write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
-    """Run a bulk write; return the errors by operation index, duplicates counting as done."""
-    try:
-        call_with_backoff(write, what, TRANSIENT_MONGO_ERRORS)
-    except BulkWriteError as exc:
-        errors: dict[int, str] = {}
-        for error in exc.details.get("writeErrors", []):
-            # The document is already there from an earlier pass: idempotent success.
-            if error.get("code") == _DUPLICATE_KEY or "duplicate key" in str(
-                error.get("errmsg", "")
-            ):
-                continue
-            errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
-        return errors
-    return {}
-
-
-def _latest_vitals_update(patient_id: str, kind: str, doc: dict[str, Any]) -> UpdateOne:
-    """Set `last_vitals.<kind>` to `doc` unless the patient already holds a newer reading."""
-    field = f"last_vitals.{kind}"
-    return UpdateOne(
-        {
-            "_id": patient_id,
-            "$or": [
-                {field: {"$exists": False}},
-                {f"{field}.measured_at": {"$lt": doc["measured_at"]}},
-            ],
-        },
-        {"$set": {field: latest_vitals(doc)}},
-    )
 
 
 def _stored_summary(envelope: Envelope) -> dict[str, Any]:

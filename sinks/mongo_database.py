@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    ServerSelectionTimeoutError,
+)
 
 from flows.settings import Settings
+from sinks.backoff import call_with_backoff
 
-__all__ = ["TRANSIENT_MONGO_ERRORS", "open_database"]
+__all__ = ["TRANSIENT_MONGO_ERRORS", "open_database", "write_errors"]
+
+_DUPLICATE_KEY = 11000
 
 # Kept here rather than imported so that a MongoDB deployment never imports montydb.
 EMBEDDED_SCHEME = "montydb://"
@@ -43,3 +52,22 @@ def open_database(settings: Settings) -> Database[dict[str, Any]]:
         appname="vitalflow",
     )
     return client[settings.mongo_db]
+
+
+def write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
+    """Run a bulk write, waiting out outages; return its errors by operation index.
+
+    A duplicate key counts as done: the document is there from an earlier pass.
+    """
+    try:
+        call_with_backoff(write, what, TRANSIENT_MONGO_ERRORS)
+    except BulkWriteError as exc:
+        errors: dict[int, str] = {}
+        for error in exc.details.get("writeErrors", []):
+            if error.get("code") == _DUPLICATE_KEY or "duplicate key" in str(
+                error.get("errmsg", "")
+            ):
+                continue
+            errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
+        return errors
+    return {}
