@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from connectors.mqtt_source import MqttTarget
+from connectors.mqtt_source import MqttTarget, current_connect_error
 
 __all__ = ["MqttPublishError", "MqttPublisher", "unique_client_id"]
 
@@ -63,6 +63,7 @@ class MqttPublisher:
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._connected = threading.Event()
@@ -155,6 +156,10 @@ class MqttPublisher:
             logger.warning("MQTT broker %s refused the connection: %s", self.endpoint, reason)
             return
         self._connected.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._refusal = current_connect_error()
+        logger.warning("cannot connect to MQTT broker %s: %s", self.endpoint, self._refusal)
 
     def _on_disconnect(
         self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,20 @@ class MqttTarget:
             client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.connect_async(self.host, self.port, keepalive=30)
+
+
+def current_connect_error() -> str:
+    """Return why the connection attempt paho is handling failed, for `on_connect_fail`.
+
+    paho calls `on_connect_fail` from inside its `except OSError:` without passing the error,
+    so the exception being handled is the only place the reason is: a certificate that does
+    not verify, a refused port, a name that does not resolve. Without it a TLS mistake would
+    be retried forever in silence.
+    """
+    error = sys.exc_info()[1]
+    if error is None:
+        return "connection failed"
+    return str(error) or type(error).__name__
 
 
 @dataclass
@@ -223,7 +238,17 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
             # backpressure reaches the broker instead of memory growing without bound.
             inbox.put(_Received(connection[0], message.mid, message.qos, delivery))
 
+        def on_connect_fail(_client: mqtt.Client, _userdata: object) -> None:
+            logger.warning(
+                "MQTT %s cannot connect to %s:%s: %s; paho retries with backoff",
+                for_part,
+                self._target.host,
+                self._target.port,
+                current_connect_error(),
+            )
+
         client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
         client.on_disconnect = on_disconnect
         client.on_message = on_message
         self._target.connect(client, self._ca_file)

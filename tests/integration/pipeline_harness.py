@@ -41,6 +41,8 @@ class FlowUnderTest:
     workdir: Path
     epoch_interval: float = 0.5
     partitions: int = 1
+    workers: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_files: list[Path] = field(default_factory=list)
 
@@ -78,10 +80,12 @@ class FlowUnderTest:
             VITALFLOW_RECOVERY_DIR=str(self.workdir / "recovery"),
             VITALFLOW_EPOCH_INTERVAL_SECONDS=str(self.epoch_interval),
             VITALFLOW_MQTT_PARTITIONS=str(self.partitions),
+            VITALFLOW_WORKERS=str(self.workers),
             # A shared-subscription group of its own: offline sessions of other tests' flows
             # in the default group would otherwise be handed (and hold) part of our messages.
             VITALFLOW_MQTT_SHARE_GROUP=self.client_id,
         )
+        env.update(self.extra_env)
         return env
 
     @property
