@@ -1,8 +1,9 @@
 """The step events of a message: one CloudEvent per stage it reached, keyed by device.
 
 Event ids are `<message_id>/<step>` for the first delivery and `<message_id>/d<n>/<step>` for
-the n-th duplicate delivery, so a consumer can drop events re-emitted after a crash (same id)
-while each duplicate delivery still gets events of its own.
+the n-th delivery of the same bytes (a duplicate, a copy of a failed message, a dead-letter
+replay; numbered by `flows.deduplicate`), so a consumer can drop events re-emitted after a
+crash (same id) while each delivery still gets events of its own.
 """
 
 from __future__ import annotations

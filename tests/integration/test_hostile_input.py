@@ -1,0 +1,156 @@
+"""Hostile traffic through the running flow: it keeps going, and every message is accounted for.
+
+Hundreds of damaged, oversized, deeply nested, mistyped and odd-topic messages built from the
+real samples (every device registered, so damage is the only reason to fail), then ordinary
+readings: the flow must still be running, every delivery's chain must have ended, every error
+must have its dead letter, and the readings after the storm must be stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pipeline_harness import FlowUnderTest, publish, read_topic, terminal_count, wait_for
+from test_crash_recovery import bp_message
+from test_pipeline_end_to_end import load_samples
+
+from flows.device_clock import ClockRule
+from flows.model import ParseError
+from flows.parse import parse_payload
+from flows.settings import Settings
+
+HOSTILE_VALUES: list[Any] = [
+    None,
+    True,
+    -1,
+    0,
+    2**70,
+    -(2**70),
+    1e308,
+    -1e-308,
+    "",
+    " ",
+    "\u0000",
+    "🙂" * 2000,
+    "1e400",
+    "NaN",
+    "99:99:99:99:99:99",
+    "x" * 70_000,
+    [],
+    {},
+    {"$where": "sleep(1000)"},
+    {"a.b": {"$gt": ""}},
+    [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+]
+ODD_TOPICS = ["iMEDE_watch/" + "\u202e" * 10, "iMEDE_watch/" + "x" * 5000, "iMEDE_watch//"]
+
+
+def leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(leaves(value, (*path, key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(leaves(value, (*path, index)))
+    return found
+
+
+def hostile_messages(samples: list[tuple[str, bytes]], count: int) -> list[tuple[str, bytes]]:
+    rng = random.Random(2026)
+    out: list[tuple[str, bytes]] = []
+    while len(out) < count:
+        topic, raw = rng.choice(samples)
+        style = rng.randrange(6)
+        if style == 0:  # a leaf replaced by something hostile
+            payload = copy.deepcopy(json.loads(raw))
+            path = rng.choice(leaves(payload)[1:] or [()])
+            if path:
+                parent = payload
+                for step in path[:-1]:
+                    parent = parent[step]
+                parent[path[-1]] = rng.choice(HOSTILE_VALUES)
+            body = json.dumps(payload).encode()
+        elif style == 1:  # cut short
+            body = raw[: rng.randrange(len(raw))]
+        elif style == 2:  # bytes flipped
+            flipped = bytearray(raw)
+            for _ in range(rng.randrange(1, 6)):
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            body = bytes(flipped)
+        elif style == 3:  # far too large, or nested far too deep
+            body = rng.choice([raw + b" " * 300_000, b'{"a":' * 5000 + b"1" + b"}" * 5000])
+        elif style == 4:  # an odd topic in the watch tree
+            topic, body = rng.choice(ODD_TOPICS), raw
+        else:  # random bytes
+            body = rng.randbytes(rng.randrange(0, 400))
+        out.append((topic, body))
+    return out
+
+
+def test_hostile_traffic_never_stops_the_flow_and_nothing_goes_unaccounted(
+    flow: FlowUnderTest,
+) -> None:
+    # Cloud commands (`dusun_sub`) are in the samples but not subscribed to by default.
+    samples = [
+        (topic, raw)
+        for topic, raw in load_samples()
+        if any(mqtt.topic_matches_sub(t, topic) for t in Settings().topics)
+    ]
+    clock = ClockRule.from_settings(Settings())
+    now = datetime.now(UTC)
+    keys = set()
+    for topic, raw in samples:
+        with contextlib.suppress(ParseError):
+            keys.update(parse_payload(topic, raw, now, clock).lookup_keys)
+    db = flow.db
+    db.patients.insert_one({"_id": "storm-patient", "hospital_id": "h1"})
+    db.devices.insert_many([{"_id": k, "patient_id": "storm-patient"} for k in sorted(keys)])
+    db.devices.update_one(
+        {"_id": "ble:D616F9641622"}, {"$set": {"patient_id": "storm-patient"}}, upsert=True
+    )
+    storm = hostile_messages(samples, 400)
+    after = [bp_message(n) for n in range(10)]
+    flow.prepare_session()
+    flow.start()
+    publish(flow.mqtt_url, storm)
+    publish(flow.mqtt_url, after)
+    total = len(storm) + len(after)
+
+    seen = [0]
+
+    def ended() -> bool:
+        seen[0] = terminal_count(read_topic(flow.kafka_bootstrap, flow.steps_topic))
+        return seen[0] >= total
+
+    try:
+        wait_for(ended, 180, flow, f"every chain of {total} deliveries to end")
+    finally:
+        print(f"chains ended: {seen[0]} of {total}")
+    flow.assert_running()
+
+    events = read_topic(flow.kafka_bootstrap, flow.steps_topic)
+    received = [e for e in events if e["data"]["step"] == "1_mqtt_received"]
+    assert len(received) == total
+    errors = [e for e in events if e["data"]["status"] == "error"]
+    letters = read_topic(flow.kafka_bootstrap, flow.dlq_topic)
+    assert len(letters) == len(errors) > 100
+    assert Counter(e["data"]["message_id"] for e in errors) == Counter(
+        letter["message_id"] for letter in letters
+    )
+    codes = Counter(e["data"]["error"]["code"] for e in errors)
+    assert {"invalid_json", "payload_too_large"} <= set(codes), codes
+    # The readings sent after the storm are all there.
+    bp_ids = {json.loads(payload)["time"] for _, payload in after}
+    stored = {
+        doc["device_time"].timestamp()
+        for doc in db.observations.find({"kind": "blood_pressure", "device_id": "08F9E0D1F7B4"})
+    }
+    assert bp_ids <= {int(t) for t in stored}
