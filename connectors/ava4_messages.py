@@ -151,34 +151,32 @@ class Ava4Messages:
         """Return a `reportAttribute` on `dusun_pub` from a patient's BLE device."""
         patient = self._patient()
         gateway = patient.gateway
-        device = self._pick_ble(gateway)
-        body, count = self._reading(gateway, device, patient.profile, now)
-        return MessageDraft(
-            topic="dusun_pub",
-            body=body,
-            category="valid",
-            family="AVA4",
-            message_kind=device.model.attribute,
-            device_id=gateway.mac,
-            lookup_key=IdKind.BLE.key(device.address),
-            patient_id=patient.patient_id,
-            expected_kinds=readings_of(device.model.kind) * count,
-        )
+        return self._measurement(gateway, self._pick_ble(gateway), patient, patient.profile, now)
 
     def unknown_gateway_measurement(self, stranger: Patient, now: datetime) -> MessageDraft:
         """Return a well-formed measurement, of `stranger`'s vitals, from an unknown gateway."""
         gateway = self._rng.choice(self._roster.unknown_gateways)
-        device = self._pick_ble(gateway)
-        body, count = self._reading(gateway, device, stranger.profile, now)
+        return self._measurement(gateway, self._pick_ble(gateway), None, stranger.profile, now)
+
+    def _measurement(
+        self,
+        gateway: Ava4Gateway,
+        device: BleDevice,
+        patient: Patient | None,
+        profile: VitalProfile,
+        now: datetime,
+    ) -> MessageDraft:
+        # `patient` None: the gateway is not registered, so the flow cannot know whose it is.
+        body, count = self._reading(gateway, device, profile, now)
         return MessageDraft(
             topic="dusun_pub",
             body=body,
-            category="unknown_device",
+            category="valid" if patient is not None else "unknown_device",
             family="AVA4",
             message_kind=device.model.attribute,
             device_id=gateway.mac,
             lookup_key=IdKind.BLE.key(device.address),
-            patient_id=None,
+            patient_id=patient.patient_id if patient is not None else None,
             expected_kinds=readings_of(device.model.kind) * count,
         )
 

@@ -128,32 +128,32 @@ class QubeMessages:
         if card is None:  # pragma: no cover - _card_holders only holds patients with cards
             return self._fallback(now)
         kiosk = self._roster.hospital(patient.hospital_id).kiosk
-        body, device = self._reading(kiosk, card, patient.profile, now)
-        return MessageDraft(
-            topic="CM4_BLE_GW_TX",
-            body=body,
-            category="valid",
-            family="Qube",
-            message_kind=device.model.attribute,
-            device_id=kiosk.mac,
-            lookup_key=IdKind.CITIZEN_ID.key(card.citizen_id),
-            patient_id=patient.patient_id,
-            expected_kinds=readings_of(device.model.kind),
-        )
+        return self._measurement(kiosk, card, patient, patient.profile, now)
 
     def unknown_card_measurement(self, stranger: Patient, now: datetime) -> MessageDraft:
         """Return a well-formed kiosk reading, of `stranger`'s vitals, from an unknown card."""
         hospital: Hospital = self._rng.choice(self._roster.hospitals)
         card = self._rng.choice(self._roster.unknown_cards)
-        body, device = self._reading(hospital.kiosk, card, stranger.profile, now)
+        return self._measurement(hospital.kiosk, card, None, stranger.profile, now)
+
+    def _measurement(
+        self,
+        kiosk: Kiosk,
+        card: CitizenCard,
+        patient: Patient | None,
+        profile: VitalProfile,
+        now: datetime,
+    ) -> MessageDraft:
+        # `patient` None: the card is not registered, so the flow cannot know whose it is.
+        body, device = self._reading(kiosk, card, profile, now)
         return MessageDraft(
             topic="CM4_BLE_GW_TX",
             body=body,
-            category="unknown_device",
+            category="valid" if patient is not None else "unknown_device",
             family="Qube",
             message_kind=device.model.attribute,
-            device_id=hospital.kiosk.mac,
+            device_id=kiosk.mac,
             lookup_key=IdKind.CITIZEN_ID.key(card.citizen_id),
-            patient_id=None,
+            patient_id=patient.patient_id if patient is not None else None,
             expected_kinds=readings_of(device.model.kind),
         )

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -141,36 +140,27 @@ def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
 
 
 def test_the_flow_and_the_publisher_work_over_tls_with_a_password(
-    tls_broker: TlsBroker, services: Any, unique_id: str, tmp_path: Path
+    tls_broker: TlsBroker, flow: FlowUnderTest, unique_id: str
 ) -> None:
-    flow = FlowUnderTest(
-        mqtt_url=tls_broker.url(),
-        mongo_url=services.mongo_url,
-        kafka_bootstrap=services.kafka_bootstrap,
-        uid=unique_id,
-        workdir=tmp_path,
-    )
+    flow.mqtt_url = tls_broker.url()
     db = flow.db
     db.patients.insert_one({"_id": "tls-patient", "hospital_id": "h1"})
     db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "tls-patient"})
     flow.extra_env["VITALFLOW_MQTT_CA_FILE"] = str(tls_broker.ca_file)
-    try:
-        flow.start()
-        wait_for(lambda: " connected to " in flow.logs(), 60, flow, "the flow's TLS connection")
-        time.sleep(1)
-        publisher = MqttPublisher(
-            tls_broker.url(), client_id=f"vf-tls-{unique_id}", ca_file=str(tls_broker.ca_file)
-        )
-        publisher.connect()
-        for n in range(20):
-            publisher.publish(*bp_message(n))
-        assert publisher.wait_for_acks(30)
-        publisher.close()
-        wait_for(lambda: db.observations.count_documents({}) >= 40, 90, flow, "20 BP readings")
-        assert db.observations.count_documents({"patient_id": "tls-patient"}) == 40
-        assert PASSWORD not in flow.logs()
-    finally:
-        flow.kill()
+    flow.start()
+    wait_for(lambda: " connected to " in flow.logs(), 60, flow, "the flow's TLS connection")
+    time.sleep(1)
+    publisher = MqttPublisher(
+        tls_broker.url(), client_id=f"vf-tls-{unique_id}", ca_file=str(tls_broker.ca_file)
+    )
+    publisher.connect()
+    for n in range(20):
+        publisher.publish(*bp_message(n))
+    assert publisher.wait_for_acks(30)
+    publisher.close()
+    wait_for(lambda: db.observations.count_documents({}) >= 40, 90, flow, "20 BP readings")
+    assert db.observations.count_documents({"patient_id": "tls-patient"}) == 40
+    assert PASSWORD not in flow.logs()
 
 
 def test_a_wrong_password_or_an_unknown_ca_is_refused_with_a_clear_error(
@@ -189,26 +179,17 @@ def test_a_wrong_password_or_an_unknown_ca_is_refused_with_a_clear_error(
 
 
 def test_a_flow_that_cannot_verify_the_broker_says_why_and_keeps_trying(
-    tls_broker: TlsBroker, services: Any, unique_id: str, tmp_path: Path
+    tls_broker: TlsBroker, flow: FlowUnderTest
 ) -> None:
     # No CA file: the system's CAs do not know the test CA, as with a misconfigured site.
-    flow = FlowUnderTest(
-        mqtt_url=tls_broker.url(),
-        mongo_url=services.mongo_url,
-        kafka_bootstrap=services.kafka_bootstrap,
-        uid=unique_id,
-        workdir=tmp_path,
+    flow.mqtt_url = tls_broker.url()
+    flow.start()
+    wait_for(
+        lambda: flow.logs().count("certificate verify failed") >= 2,
+        60,
+        flow,
+        "the reason, logged at each retry",
     )
-    try:
-        flow.start()
-        wait_for(
-            lambda: flow.logs().count("certificate verify failed") >= 2,
-            60,
-            flow,
-            "the reason, logged at each retry",
-        )
-        assert "cannot connect to 127.0.0.1" in flow.logs()
-        assert PASSWORD not in flow.logs()
-        flow.assert_running()
-    finally:
-        flow.kill()
+    assert "cannot connect to 127.0.0.1" in flow.logs()
+    assert PASSWORD not in flow.logs()
+    flow.assert_running()
