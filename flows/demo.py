@@ -350,6 +350,11 @@ def _summary(
         "",
         f"  data: {data_dir}   logs: {data_dir / 'logs'}",
     ]
+    if plan.embedded_log:
+        lines.append(
+            f"  replay dead letters: VITALFLOW_EVENT_LOG_URL={s.event_log_url} "
+            f"VITALFLOW_MQTT_URL={without_password(s.mqtt_url)} vitalflow dlq replay"
+        )
     unset = [
         variable
         for variable, embedded in (

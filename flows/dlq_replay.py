@@ -35,6 +35,8 @@ from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, unique_cl
 from flows.model import fingerprint
 from flows.replay_topic import replay_topic
 from flows.settings import Settings
+from sinks.event_log import SqliteEventLog
+from sinks.event_logs import SQLITE_PREFIX
 
 __all__ = [
     "DeadLetter",
@@ -203,24 +205,29 @@ def replay_dead_letters(
     Raises `MqttPublishError` when the broker cannot be reached or does not acknowledge a
     batch in `ack_timeout_s` (that batch's offsets are then not committed).
     """
-    if settings.event_log_url:
-        msg = "dead-letter replay reads Kafka; it does not support the embedded event log"
-        raise ValueError(msg)
     if limit is not None and limit < 0:
         msg = f"limit must not be negative, got {limit}"
         raise ValueError(msg)
     report = ReplayReport(topic=settings.dlq_topic, group_id=group_id, dry_run=dry_run)
     started = time.monotonic()
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group_id,
-        client_id=unique_client_id("vitalflow-dlq-replay"),
-        enable_auto_commit=False,
-        # A group that never replayed starts with the oldest letter still kept.
-        auto_offset_reset="earliest",
-        allow_auto_create_topics=False,
-    )
-    replay = _Replay(settings, consumer, report, limit, codes, timeout_s, ack_timeout_s)
+    replay: _Republisher
+    if settings.event_log_url and settings.event_log_url.startswith(SQLITE_PREFIX):
+        log = SqliteEventLog(settings.event_log_url.removeprefix(SQLITE_PREFIX))
+        replay = _SqliteReplay(settings, log, report, limit, codes, ack_timeout_s)
+    elif settings.event_log_url:
+        msg = f"cannot read dead letters from event log {settings.event_log_url!r}"
+        raise ValueError(msg)
+    else:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=group_id,
+            client_id=unique_client_id("vitalflow-dlq-replay"),
+            enable_auto_commit=False,
+            # A group that never replayed starts with the oldest letter still kept.
+            auto_offset_reset="earliest",
+            allow_auto_create_topics=False,
+        )
+        replay = _Replay(settings, consumer, report, limit, codes, timeout_s, ack_timeout_s)
     try:
         replay.run(from_beginning=from_beginning)
     finally:
@@ -238,8 +245,122 @@ def replay_dead_letters(
     return report
 
 
-class _Replay:
-    """One replay run: the consumer's partitions, where each stands, and the publisher."""
+class _Republisher:
+    """What every replay does with a letter: decode, filter, publish, and wait for acks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        report: ReplayReport,
+        limit: int | None,
+        codes: set[str] | None,
+        ack_timeout_s: float,
+    ) -> None:
+        self._settings = settings
+        self._report = report
+        self._limit = limit
+        self._codes = codes
+        self._ack_timeout_s = ack_timeout_s
+        self._publisher: MqttPublisher | None = None
+
+    def run(self, *, from_beginning: bool) -> None:
+        raise NotImplementedError
+
+    @property
+    def _limit_reached(self) -> bool:
+        return self._limit is not None and self._report.replayed >= self._limit
+
+    def _handle(self, value: bytes | None) -> None:
+        report = self._report
+        report.consumed += 1
+        try:
+            letter = decode_dead_letter(value)
+        except DeadLetterDecodeError as exc:
+            report.undecodable += 1
+            logger.warning("dlq replay: skipping a record: %s", exc)
+            return
+        if self._codes is not None and letter.code not in self._codes:
+            report.filtered += 1
+            return
+        if letter.message_id is not None and letter.message_id != fingerprint(
+            letter.topic, letter.payload
+        ):
+            report.fingerprint_mismatches += 1
+        if not report.dry_run:
+            target = replay_topic(self._settings.mqtt_replay_prefix, letter.delivery, letter.topic)
+            self._connected_publisher().publish(target, letter.payload)
+        report.replayed += 1
+        report.replayed_by_code[letter.code or "unknown"] += 1
+
+    def _connected_publisher(self) -> MqttPublisher:
+        # Connected on first use: a replay with nothing to send does not need the broker.
+        if self._publisher is None:
+            publisher = MqttPublisher(
+                self._settings.mqtt_url,
+                client_id=unique_client_id("vitalflow-dlq-replay"),
+                ca_file=self._settings.mqtt_ca_file,
+            )
+            publisher.connect()
+            self._publisher = publisher
+        return self._publisher
+
+    def _wait_for_acks(self) -> None:
+        """Return once the broker has every copy sent so far; raise if it does not in time."""
+        publisher = self._publisher
+        if publisher is not None and not publisher.wait_for_acks(self._ack_timeout_s):
+            missing = publisher.sent - publisher.acked
+            msg = f"{missing} replayed messages not acknowledged; offsets not committed"
+            raise MqttPublishError(msg)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+
+
+class _SqliteReplay(_Republisher):
+    """A replay of the embedded event log's dead letters (the demo's), one partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: SqliteEventLog,
+        report: ReplayReport,
+        limit: int | None,
+        codes: set[str] | None,
+        ack_timeout_s: float,
+    ) -> None:
+        super().__init__(settings, report, limit, codes, ack_timeout_s)
+        self._log = log
+
+    def run(self, *, from_beginning: bool) -> None:
+        topic, group = self._settings.dlq_topic, self._report.group_id
+        committed = None if from_beginning else self._log.committed(group, topic)
+        position = max(committed or 0, self._log.earliest_offset(topic))
+        # Letters our own copies produce land after this and wait for the next run.
+        end = self._log.latest_offset(topic)
+        while position < end and not self._limit_reached:
+            records = self._log.read(topic, position, _BATCH)
+            if not records:
+                return
+            handled = position
+            for record in records:
+                if self._limit_reached or record.offset >= end:
+                    break
+                self._handle(record.value)
+                handled = record.offset + 1
+            if handled > position and not self._report.dry_run:
+                self._wait_for_acks()
+                self._log.commit(group, topic, handled)
+                self._report.committed = {0: handled}
+            position = handled
+
+    def close(self) -> None:
+        super().close()
+        self._log.close()
+
+
+class _Replay(_Republisher):
+    """A replay of Kafka's dead letters: the consumer's partitions and where each stands."""
 
     def __init__(
         self,
@@ -251,18 +372,9 @@ class _Replay:
         timeout_s: float,
         ack_timeout_s: float,
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, report, limit, codes, ack_timeout_s)
         self._consumer = consumer
-        self._report = report
-        self._limit = limit
-        self._codes = codes
         self._timeout_s = timeout_s
-        self._ack_timeout_s = ack_timeout_s
-        self._publisher: MqttPublisher | None = None
-
-    @property
-    def _limit_reached(self) -> bool:
-        return self._limit is not None and self._report.replayed >= self._limit
 
     def run(self, *, from_beginning: bool) -> None:
         topic = self._settings.dlq_topic
@@ -302,52 +414,13 @@ class _Replay:
             done |= handled
             self._commit(handled)
 
-    def _handle(self, value: bytes | None) -> None:
-        report = self._report
-        report.consumed += 1
-        try:
-            letter = decode_dead_letter(value)
-        except DeadLetterDecodeError as exc:
-            report.undecodable += 1
-            logger.warning("dlq replay: skipping a record: %s", exc)
-            return
-        if self._codes is not None and letter.code not in self._codes:
-            report.filtered += 1
-            return
-        if letter.message_id is not None and letter.message_id != fingerprint(
-            letter.topic, letter.payload
-        ):
-            report.fingerprint_mismatches += 1
-        if not report.dry_run:
-            target = replay_topic(self._settings.mqtt_replay_prefix, letter.delivery, letter.topic)
-            self._connected_publisher().publish(target, letter.payload)
-        report.replayed += 1
-        report.replayed_by_code[letter.code or "unknown"] += 1
-
-    def _connected_publisher(self) -> MqttPublisher:
-        # Connected on first use: a replay with nothing to send does not need the broker.
-        if self._publisher is None:
-            publisher = MqttPublisher(
-                self._settings.mqtt_url,
-                client_id=unique_client_id("vitalflow-dlq-replay"),
-                ca_file=self._settings.mqtt_ca_file,
-            )
-            publisher.connect()
-            self._publisher = publisher
-        return self._publisher
-
     def _commit(self, handled: dict[TopicPartition, int]) -> None:
         if self._report.dry_run or not handled:
             return
-        publisher = self._publisher
-        if publisher is not None and not publisher.wait_for_acks(self._ack_timeout_s):
-            missing = publisher.sent - publisher.acked
-            msg = f"{missing} replayed messages not acknowledged; offsets not committed"
-            raise MqttPublishError(msg)
+        self._wait_for_acks()
         self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in handled.items()})
         self._report.committed |= {tp.partition: o for tp, o in handled.items()}
 
     def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        super().close()
         self._consumer.close(autocommit=False)

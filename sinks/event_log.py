@@ -5,7 +5,8 @@ Kafka, and the API reads them through the same seam (`api.feed.SqliteFeed`). The
 what the API relies on: named topics with one partition (0), offsets that only ever grow and
 are never reused (not even after retention deletes records), an earliest offset that moves
 forward when old records are dropped, and a latest offset that is the next one to be written
-(Kafka's "log end offset"). One writer process and several reader processes may share the file:
+(Kafka's "log end offset"), and committed offsets per consumer group (what `vitalflow dlq
+replay` resumes from). One writer process and several reader processes may share the file:
 it runs in WAL mode, so readers never block the writer and always see whole batches.
 """
 
@@ -33,6 +34,12 @@ CREATE TABLE IF NOT EXISTS records (
     value BLOB NOT NULL,
     timestamp INTEGER NOT NULL,
     PRIMARY KEY (topic, "offset")
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic)
 ) WITHOUT ROWID;
 """
 
@@ -163,6 +170,24 @@ class SqliteEventLog:
         with self._lock:
             rows = self._conn.execute("SELECT name FROM topics ORDER BY name").fetchall()
         return [name for (name,) in rows]
+
+    def committed(self, group_id: str, topic: str) -> int | None:
+        """Return the offset `group_id` will read `topic` from next, None if it never committed."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?",
+                (group_id, topic),
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def commit(self, group_id: str, topic: str, next_offset: int) -> None:
+        """Record that `group_id` is through `topic` up to `next_offset`, as Kafka's groups do."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO group_offsets (group_id, topic, next_offset) VALUES (?, ?, ?) "
+                "ON CONFLICT(group_id, topic) DO UPDATE SET next_offset = excluded.next_offset",
+                (group_id, topic, next_offset),
+            )
 
     def close(self) -> None:
         """Close the connection; the object is unusable afterwards."""

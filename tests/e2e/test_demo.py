@@ -31,6 +31,7 @@ from pymongo import MongoClient
 
 from flows.model import Step
 from sinks.embedded_store import open_embedded_database
+from sinks.event_log import SqliteEventLog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = tuple(str(step) for step in Step)
@@ -355,6 +356,52 @@ def test_sse_resumes_after_the_last_event_id_without_loss_or_repeats(demo: DemoR
     assert [json.loads(f["data"])["id"] for f in resumed] == [
         json.loads(f["data"])["id"] for f in first[4:12]
     ]
+
+
+def test_the_demos_dead_letters_replay_through_its_flow_as_its_summary_says(
+    demo: DemoRun,
+) -> None:
+    log = SqliteEventLog(demo.data_dir / "events.db")
+    try:
+
+        def unknown_letters() -> list[dict[str, Any]]:
+            letters = [json.loads(r.value) for r in log.read("vitalflow.dlq", 0, 10_000)]
+            return [x for x in letters if x["reason"]["code"] == "unknown_device"]
+
+        deadline = time.monotonic() + TRAFFIC_TIMEOUT
+        while len(unknown_letters()) < 2:
+            assert time.monotonic() < deadline, "no unknown-device dead letters in the demo"
+            time.sleep(0.5)
+        letters = unknown_letters()[:2]
+        # The command as the demo's summary prints it.
+        [hint] = [line for line in demo.text().splitlines() if "replay dead letters:" in line]
+        variables = dict(word.split("=", 1) for word in hint.split() if "=" in word)
+        assert set(variables) == {"VITALFLOW_EVENT_LOG_URL", "VITALFLOW_MQTT_URL"}
+        replay = subprocess.run(
+            [*vitalflow_command(), "dlq", "replay", "--code", "unknown_device", "--limit", "2"],
+            env=newcomer_env() | variables,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert "replayed 2" in replay.stdout, replay.stdout
+
+        # The copies go through the demo's flow again as second deliveries: still unknown
+        # devices, so error chains (and letters) of their own, not duplicates.
+        wanted = {f"{x['message_id']}/d2/3_patient_lookup" for x in letters}
+        deadline = time.monotonic() + TRAFFIC_TIMEOUT
+        while True:
+            events = [json.loads(r.value) for r in log.read("vitalflow.steps", 0, 1_000_000)]
+            seen = {e["id"]: e for e in events if e["id"] in wanted}
+            if len(seen) == len(wanted):
+                break
+            assert time.monotonic() < deadline, f"replayed chains never ended: {wanted - set(seen)}"
+            time.sleep(0.5)
+        assert {e["data"]["error"]["code"] for e in seen.values()} == {"unknown_device"}
+    finally:
+        log.close()
 
 
 def test_ctrl_c_stops_every_part_within_seconds_and_leaves_no_process(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from flows.dead_letters import dead_letters
 from flows.dlq_replay import DeadLetterDecodeError, decode_dead_letter, replay_dead_letters
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.settings import Settings
+from sinks.event_log import SqliteEventLog
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 DLQ = "vitalflow.dlq.test"
@@ -294,7 +297,54 @@ def test_a_letter_whose_bytes_changed_is_flagged(kafka: FakeKafka):
     assert "does not match" in str(report)
 
 
-def test_the_embedded_event_log_is_refused():
-    settings = Settings(event_log_url="sqlite:///tmp/events.db")
-    with pytest.raises(ValueError, match="Kafka"):
+@pytest.fixture
+def event_log(tmp_path: Path, kafka: FakeKafka) -> Iterator[tuple[Settings, SqliteEventLog]]:
+    """The demo's embedded event log (a real SQLite file) holding the fake Kafka's letters."""
+    path = tmp_path / "events.db"
+    log = SqliteEventLog(path)
+    settings = Settings(
+        dlq_topic=DLQ, mqtt_url="mqtt://127.0.0.1:1", event_log_url=f"sqlite:///{path}"
+    )
+    yield settings, log
+    log.close()
+
+
+def test_the_embedded_event_log_replays_and_its_groups_remember_where_they_stood(
+    event_log: tuple[Settings, SqliteEventLog],
+):
+    settings, log = event_log
+    letters: list[bytes | None] = [dead_letter(t, p, c) for t, p, c in LETTERS]
+    log.write(DLQ, [("k", v) for v in [*letters[:2], b"garbage", *letters[2:]] if v])
+    report = replay_dead_letters(settings)
+    assert sorted(published()) == sorted((f"vitalflow/replay/1/{t}", p) for t, p, _ in LETTERS)
+    assert (report.consumed, report.replayed, report.undecodable) == (5, 4, 1)
+    assert report.committed == {0: 5}
+    assert log.committed("vitalflow-dlq-replay", DLQ) == 5
+    # Nothing new: nothing again. A new letter: only it. Rewound: everything.
+    assert replay_dead_letters(settings).replayed == 0
+    log.write(DLQ, [("k", dead_letter("dusun_pub", b"{}", "unknown_device", 2))])
+    again = replay_dead_letters(settings)
+    assert again.replayed == 1 and published()[-1] == ("vitalflow/replay/2/dusun_pub", b"{}")
+    assert replay_dead_letters(settings, from_beginning=True).replayed == 5
+    assert replay_dead_letters(settings, group_id="other").replayed == 5
+
+
+def test_the_embedded_event_log_honours_limit_dry_run_and_unacknowledged_batches(
+    event_log: tuple[Settings, SqliteEventLog],
+):
+    settings, log = event_log
+    log.write(DLQ, [("k", dead_letter("iMEDE_watch/hb", b"%d" % i)) for i in range(7)])
+    dry = replay_dead_letters(settings, dry_run=True)
+    assert dry.replayed == 7 and published() == [] and log.committed(dry.group_id, DLQ) is None
+    assert replay_dead_letters(settings, limit=2).committed == {0: 2}
+    FakePublisher.acks = False
+    with pytest.raises(MqttPublishError, match="not acknowledged"):
         replay_dead_letters(settings)
+    assert log.committed("vitalflow-dlq-replay", DLQ) == 2
+    FakePublisher.acks = True
+    assert replay_dead_letters(settings).replayed == 5
+
+
+def test_an_event_log_that_is_neither_kafka_nor_sqlite_is_refused():
+    with pytest.raises(ValueError, match="cannot read dead letters"):
+        replay_dead_letters(Settings(event_log_url="postgres://somewhere"))
