@@ -1,8 +1,9 @@
 """`vitalflow dlq replay`: send dead letters back through the flow, e.g. after registering a device.
 
-A dead letter (Kafka topic `settings.dlq_topic`, written by `flows.dead_letters`) holds the
-exact payload bytes of a message the flow could not store, the MQTT topic it came on and the
-number of that delivery. Replay re-publishes those bytes at QoS 1 to
+A dead letter (Kafka topic `settings.dlq_topic`, or that topic in the demo's embedded SQLite
+event log when `settings.event_log_url` names one; written by `flows.dead_letters`) holds
+the exact payload bytes of a message the flow could not store, the MQTT topic it came on and
+the number of that delivery. Replay re-publishes those bytes at QoS 1 to
 `<settings.mqtt_replay_prefix>/<delivery>/<topic>` (see `flows.replay_topic`), which the flow
 subscribes to: it processes the copy as the original topic's message, with the same
 `message_id` (so nothing can be stored twice), never as a duplicate, and with event ids of its
@@ -11,7 +12,8 @@ number existed replay as delivery 1.
 
 Offsets are committed per consumer group, and only once the broker acknowledged every message
 of a batch, so a replay does not repeat what an earlier one already re-published (a crash
-between PUBACK and commit repeats at most one batch, which the flow's de-dup absorbs).
+between PUBACK and commit repeats at most one batch; storing is idempotent, so that costs
+extra events, never a second record).
 `from_beginning` rewinds the group. Replay covers the letters present when it starts, not
 those its own copies may produce. Records that cannot be decoded are skipped and counted;
 records filtered out by `codes` are passed over, and the group's offset moves past them too.
