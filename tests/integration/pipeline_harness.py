@@ -236,6 +236,23 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
 
 
+def wait_for_records(flow: FlowUnderTest, topic: str, count: int, timeout: float = 60) -> list[Any]:
+    """Return every record on `topic` once there are at least `count`, after a short settle.
+
+    Step events and dead letters leave through sinks of their own: within the last epoch the
+    letters may land a moment after the events that ended their chains, so a test that saw
+    every chain end waits for the letters too rather than reading them at once.
+    """
+    wait_for(
+        lambda: len(read_topic(flow.kafka_bootstrap, topic)) >= count,
+        timeout,
+        flow,
+        f"{count} records on {topic}",
+    )
+    time.sleep(0.5)  # anything beyond `count` would show up now
+    return read_topic(flow.kafka_bootstrap, topic)
+
+
 def chains(events: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Group step events by event-id prefix: one chain per delivery."""
     by_delivery: dict[str, list[dict[str, Any]]] = {}
@@ -252,3 +269,42 @@ def terminal_count(events: list[dict[str, Any]]) -> int:
         for e in events
         if e["data"]["status"] in TERMINAL or e["data"]["step"] == "5_medical_stored"
     )
+
+
+# One BP cuff behind one AVA4 gateway: the simplest reading whose storage a test can count
+# (two observations per message: blood pressure and heart rate).
+BP_DEVICE_KEY = "ble:D616F9641622"
+
+
+def bp_message(n: int) -> tuple[str, bytes]:
+    """Return the n-th distinct reading of that cuff, as `(topic, payload)`."""
+    payload = {
+        "from": "BLE",
+        "to": "CLOUD",
+        "time": 1764150000 + n,
+        "mac": "08:F9:E0:D1:F7:B4",
+        "type": "reportAttribute",
+        "device": "WBP BIOLIGHT",
+        "data": {
+            "attribute": "BP_BIOLIGTH",
+            "mac": "08:F9:E0:D1:F7:B4",
+            "value": {
+                "device_list": [
+                    {
+                        "scan_time": 1764150000 + n,
+                        "ble_addr": "d616f9641622",
+                        "bp_high": 100 + n % 60,
+                        "bp_low": 60 + n % 30,
+                        "PR": 60 + n % 40,
+                    }
+                ]
+            },
+        },
+    }
+    return "dusun_pub", json.dumps(payload).encode()
+
+
+def register_bp_patient(db: Database[dict[str, Any]], patient_id: str) -> None:
+    """Register a patient (hospital h1) and the cuff `bp_message` readings come from."""
+    db.patients.insert_one({"_id": patient_id, "hospital_id": "h1"})
+    db.devices.insert_one({"_id": BP_DEVICE_KEY, "patient_id": patient_id})

@@ -16,8 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
-from test_crash_recovery import bp_message
+from pipeline_harness import (
+    FlowUnderTest,
+    bp_message,
+    publish,
+    read_topic,
+    register_bp_patient,
+    wait_for,
+)
 
 
 def free_port() -> int:
@@ -84,8 +90,7 @@ def make_flow(services, unique_id: str, tmp_path: Path, mqtt_url: str) -> FlowUn
         workdir=tmp_path,
     )
     db = flow.db
-    db.patients.insert_one({"_id": "restart-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "restart-patient"})
+    register_bp_patient(db, "restart-patient")
     return flow
 
 

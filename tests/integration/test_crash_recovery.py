@@ -8,47 +8,25 @@ a no-op. The figures (sent, stored, lost, doubled, re-processed) are printed for
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
+from pipeline_harness import (
+    FlowUnderTest,
+    bp_message,
+    publish,
+    read_topic,
+    register_bp_patient,
+    wait_for,
+)
 
 MESSAGES = 1500
 RATE = 300.0
 
 
-def bp_message(n: int) -> tuple[str, bytes]:
-    payload = {
-        "from": "BLE",
-        "to": "CLOUD",
-        "time": 1764150000 + n,
-        "mac": "08:F9:E0:D1:F7:B4",
-        "type": "reportAttribute",
-        "device": "WBP BIOLIGHT",
-        "data": {
-            "attribute": "BP_BIOLIGTH",
-            "mac": "08:F9:E0:D1:F7:B4",
-            "value": {
-                "device_list": [
-                    {
-                        "scan_time": 1764150000 + n,
-                        "ble_addr": "d616f9641622",
-                        "bp_high": 100 + n % 60,
-                        "bp_low": 60 + n % 30,
-                        "PR": 60 + n % 40,
-                    }
-                ]
-            },
-        },
-    }
-    return "dusun_pub", json.dumps(payload).encode()
-
-
 def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(flow: FlowUnderTest) -> None:
     db = flow.db
-    db.patients.insert_one({"_id": "crash-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "crash-patient"})
+    register_bp_patient(db, "crash-patient")
     messages = [bp_message(n) for n in range(MESSAGES)]
     expected_docs = 2 * MESSAGES  # each BP reading also gives a heart-rate observation
 
@@ -92,8 +70,7 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(flow: FlowUnderTest
 
 def test_a_message_is_acked_only_once_its_epoch_is_durable(flow: FlowUnderTest) -> None:
     db = flow.db
-    db.patients.insert_one({"_id": "ack-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "ack-patient"})
+    register_bp_patient(db, "ack-patient")
     flow.epoch_interval = 30.0  # far longer than the test: the first epoch never closes
     flow.prepare_session()
     flow.start()
@@ -109,8 +86,7 @@ def test_a_message_is_acked_only_once_its_epoch_is_durable(flow: FlowUnderTest) 
 
 def test_a_message_is_acked_once_its_epoch_has_closed(flow: FlowUnderTest) -> None:
     db = flow.db
-    db.patients.insert_one({"_id": "ack-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "ack-patient"})
+    register_bp_patient(db, "ack-patient")
     flow.prepare_session()
     flow.start()
     publish(flow.mqtt_url, [bp_message(n) for n in range(40)])

@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
-from test_crash_recovery import bp_message
+from pipeline_harness import (
+    FlowUnderTest,
+    bp_message,
+    publish,
+    read_topic,
+    register_bp_patient,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +66,7 @@ def test_a_kafka_outage_mid_stream_delays_events_but_loses_none(
     stoppable_kafka: None, flow: FlowUnderTest
 ) -> None:
     db = flow.db
-    db.patients.insert_one({"_id": "kafka-outage-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "kafka-outage-patient"})
+    register_bp_patient(db, "kafka-outage-patient")
     flow.prepare_session()
     flow.start()
     publish(flow.mqtt_url, [bp_message(n) for n in range(30)])

@@ -17,12 +17,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from pipeline_harness import FlowUnderTest, publish, read_topic, terminal_count, wait_for
-from test_crash_recovery import bp_message
+from pipeline_harness import (
+    FlowUnderTest,
+    bp_message,
+    publish,
+    read_topic,
+    terminal_count,
+    wait_for,
+    wait_for_records,
+)
 from test_pipeline_end_to_end import load_samples
 
 from flows.device_clock import ClockRule
-from flows.model import ParseError
+from flows.model import ParseError, fingerprint
 from flows.parse import parse_payload
 from flows.settings import Settings
 
@@ -138,9 +145,13 @@ def test_hostile_traffic_never_stops_the_flow_and_nothing_goes_unaccounted(
 
     events = read_topic(flow.kafka_bootstrap, flow.steps_topic)
     received = [e for e in events if e["data"]["step"] == "1_mqtt_received"]
-    assert len(received) == total
+    # At least once: a QoS 1 redelivery (after a reconnect under load) is a delivery too.
+    assert len(received) >= total
+    assert {e["data"]["message_id"] for e in received} == {
+        fingerprint(topic, body) for topic, body in [*storm, *after]
+    }
     errors = [e for e in events if e["data"]["status"] == "error"]
-    letters = read_topic(flow.kafka_bootstrap, flow.dlq_topic)
+    letters = wait_for_records(flow, flow.dlq_topic, len(errors))
     assert len(letters) == len(errors) > 100
     assert Counter(e["data"]["message_id"] for e in errors) == Counter(
         letter["message_id"] for letter in letters

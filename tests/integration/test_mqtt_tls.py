@@ -24,9 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pipeline_harness import FlowUnderTest, wait_for
+from pipeline_harness import FlowUnderTest, bp_message, register_bp_patient, wait_for
 from test_broker_restart import free_port
-from test_crash_recovery import bp_message
 
 from connectors.mqtt_publisher import MqttPublisher, MqttPublishError
 
@@ -144,8 +143,7 @@ def test_the_flow_and_the_publisher_work_over_tls_with_a_password(
 ) -> None:
     flow.mqtt_url = tls_broker.url()
     db = flow.db
-    db.patients.insert_one({"_id": "tls-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "tls-patient"})
+    register_bp_patient(db, "tls-patient")
     flow.extra_env["VITALFLOW_MQTT_CA_FILE"] = str(tls_broker.ca_file)
     flow.start()
     wait_for(lambda: " connected to " in flow.logs(), 60, flow, "the flow's TLS connection")

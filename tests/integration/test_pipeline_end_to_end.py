@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from pipeline_harness import FlowUnderTest, chains, publish, read_topic, terminal_count, wait_for
+from pipeline_harness import (
+    FlowUnderTest,
+    chains,
+    publish,
+    read_topic,
+    terminal_count,
+    wait_for,
+    wait_for_records,
+)
 
 from flows.device_clock import ClockRule
 from flows.model import fingerprint
@@ -179,7 +187,7 @@ def test_mixed_batch_is_stored_exactly_once_with_one_step_chain_per_delivery(
     assert stored_chains == len({i.split(":")[0] for i in expected_ids})
 
     # Dead letters: the malformed and the unknown, with their raw payloads.
-    letters = read_topic(flow.kafka_bootstrap, flow.dlq_topic)
+    letters = wait_for_records(flow, flow.dlq_topic, len(MALFORMED) + len(unknown))
     assert len(letters) == len(MALFORMED) + len(unknown)
     assert Counter(r["reason"]["step"] for r in letters) == {
         "2_payload_parsed": len(MALFORMED),

@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
+from pipeline_harness import (
+    FlowUnderTest,
+    bp_message,
+    publish,
+    read_topic,
+    register_bp_patient,
+    wait_for,
+)
 from pymongo import MongoClient
 from test_broker_restart import free_port
-from test_crash_recovery import bp_message
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +76,7 @@ def test_a_database_outage_mid_stream_loses_nothing_and_fails_nothing(
 ) -> None:
     flow.mongo_url = store.url
     db = flow.db
-    db.patients.insert_one({"_id": "outage-patient", "hospital_id": "h1"})
-    db.devices.insert_one({"_id": "ble:D616F9641622", "patient_id": "outage-patient"})
+    register_bp_patient(db, "outage-patient")
     flow.prepare_session()
     flow.start()
     publish(flow.mqtt_url, [bp_message(n) for n in range(40)])
