@@ -24,7 +24,18 @@ from flows.step_events import SEVERITY_ORDER
 from sinks.backoff import call_with_backoff
 from sinks.mongo_database import TRANSIENT_MONGO_ERRORS, write_errors
 
-__all__ = ["ObservationStore", "device_status_update"]
+__all__ = ["ObservationStore", "device_status_update", "store_key"]
+
+
+def store_key(envelope: Envelope) -> str:
+    """Return what the writes of an envelope are serialised on: its patient, else its device.
+
+    Every document the store updates belongs to one of them (`patients`, and `device_status`
+    of the patient's devices or of the unregistered device).
+    """
+    if envelope.patient_id is not None:
+        return f"patient/{envelope.patient_id}"
+    return f"device/{envelope.device_type}/{envelope.device_id}"
 
 
 class ObservationStore:
