@@ -311,11 +311,7 @@ class EmbeddedCollection:
         **_kwargs: Any,
     ) -> UpdateResult:
         """Update the first matching document, or insert one if `upsert` and none matches."""
-        with _pymongo_errors():
-            result = self._monty_for_write.update_one(
-                dict(filter), _update_spec(update), upsert=upsert, array_filters=array_filters
-            )
-        return UpdateResult(result.raw_result, acknowledged=True)
+        return self._update("update_one", filter, update, upsert, array_filters)
 
     def update_many(
         self,
@@ -326,8 +322,18 @@ class EmbeddedCollection:
         **_kwargs: Any,
     ) -> UpdateResult:
         """Update every matching document, or insert one if `upsert` and none matches."""
+        return self._update("update_many", filter, update, upsert, array_filters)
+
+    def _update(
+        self,
+        method: str,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        upsert: bool,
+        array_filters: list[Mapping[str, Any]] | None,
+    ) -> UpdateResult:
         with _pymongo_errors():
-            result = self._monty_for_write.update_many(
+            result = getattr(self._monty_for_write, method)(
                 dict(filter), _update_spec(update), upsert=upsert, array_filters=array_filters
             )
         return UpdateResult(result.raw_result, acknowledged=True)

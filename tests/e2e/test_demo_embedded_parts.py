@@ -208,15 +208,20 @@ def test_threads_write_through_one_database_without_interfering(store: EmbeddedD
     assert {d["_id"]: d["n"] for d in store.device_status.find()} == {f"t{n}": 29 for n in range(4)}
 
 
-@pytest.fixture
-def broker_url() -> Iterator[str]:
-    """An embedded broker started as `vitalflow demo` starts it: a child process on a free port."""
-    proc = subprocess.Popen(
+def start_embedded_broker() -> subprocess.Popen[str]:
+    """Start the embedded broker as `vitalflow demo` does: a child process on a free port."""
+    return subprocess.Popen(
         [sys.executable, "-m", "connectors.embedded_broker", "--port", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """An embedded broker started as `vitalflow demo` starts it: a child process on a free port."""
+    proc = start_embedded_broker()
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -284,12 +289,7 @@ def test_embedded_broker_delivers_qos1_to_a_persistent_session_with_manual_acks(
 
 
 def test_embedded_broker_stops_promptly_on_sigint() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connectors.embedded_broker", "--port", "0"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_embedded_broker()
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(READY_PREFIX)
