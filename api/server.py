@@ -8,15 +8,16 @@ clients reconnect to another process (or this one, restarted) and resume where t
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote_plus
 
 import uvicorn
 from fastapi import FastAPI
+from typing_extensions import override
 
 from api.app import create_app
 from api.hub import StreamTuning
@@ -27,17 +28,35 @@ __all__ = ["ApiServer", "build_server", "serve", "serve_in_thread"]
 
 logger = logging.getLogger(__name__)
 
-_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+_TOKEN_PARAMETER = "access_token"
+
+
+def _redact_query(target: str) -> str:
+    """Return `target` (a path with its query) with every `access_token` value redacted.
+
+    Names are compared decoded, as the app reads them, so that an encoded spelling such as
+    `access%5Ftoken=`, which the app accepts as the token, is redacted too.
+    """
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, _ = pair.partition("=")
+        if eq and unquote_plus(name) == _TOKEN_PARAMETER:
+            pair = f"{name}=[redacted]"
+        pairs.append(pair)
+    return f"{path}?{'&'.join(pairs)}"
 
 
 class _RedactTokens(logging.Filter):
     """Keeps bearer tokens passed in the query string (for EventSource) out of access logs."""
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                _redact_query(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 
