@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -59,14 +58,14 @@ class Access:
         return cls(everything=True)
 
     @classmethod
-    def from_scope(cls, scope: str | Iterable[str] | None, expires_at: float | None) -> Access:
-        """Read the grants out of a `scope` claim (a space-separated string or a list)."""
-        if scope is None:
-            words: list[str] = []
-        elif isinstance(scope, str):
-            words = scope.split()
-        else:
-            words = [word for item in scope for word in str(item).split()]
+    def from_scope(cls, scope: object, expires_at: float | None) -> Access:
+        """Read the grants out of a `scope` claim (a space-separated string or a list of them).
+
+        A claim of any other type (null, a number, an object, a list holding anything but
+        strings) raises `InvalidTokenError`: guessing what it was meant to grant could grant
+        too much (the keys of an object read as a list of words).
+        """
+        words = _scope_words(scope)
         hospitals = {w.removeprefix("hospital:") for w in words if w.startswith("hospital:")}
         patients = {w.removeprefix("patient:") for w in words if w.startswith("patient:")}
         return cls(
@@ -91,6 +90,15 @@ class Access:
         if self.expires_at is None:
             return False
         return (time.time() if now is None else now) >= self.expires_at
+
+
+def _scope_words(scope: object) -> list[str]:
+    if isinstance(scope, str):
+        return scope.split()
+    if isinstance(scope, list) and all(isinstance(item, str) for item in scope):
+        return [word for item in scope for word in item.split()]
+    msg = f"the scope claim must be a string or a list of strings, not {type(scope).__name__}"
+    raise InvalidTokenError(msg)
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             msg = f"invalid token ({type(exc).__name__})"
             raise InvalidTokenError(msg) from exc
-        return Access.from_scope(claims.get("scope"), expires_at=float(claims["exp"]))
+        # No claim grants nothing; a claim of `null` is a claim of the wrong type.
+        return Access.from_scope(claims.get("scope", ""), expires_at=float(claims["exp"]))
 
 
 def _read_public_key(value: str) -> str:

@@ -117,6 +117,25 @@ def test_scope_may_be_a_list_and_unknown_grants_are_ignored() -> None:
     assert access.patients == {"P1"}
 
 
+@pytest.mark.parametrize(
+    "scope",
+    [5, 1.5, True, None, {"events:all": 1}, ["events:all", 5], [["events:all"]], [None]],
+    ids=["int", "float", "bool", "null", "object", "list-with-int", "nested-list", "list-null"],
+)
+def test_a_scope_claim_that_is_not_a_string_or_a_list_of_strings_is_invalid(
+    scope: object,
+) -> None:
+    token = _token({"exp": time.time() + 60, "scope": scope})
+    with pytest.raises(InvalidTokenError, match="scope claim"):
+        TokenVerifier(secret=SECRET).verify(token)
+
+
+def test_a_token_without_a_scope_claim_is_valid_and_grants_nothing() -> None:
+    access = TokenVerifier(secret=SECRET).verify(_token({"exp": time.time() + 60}))
+    assert access == Access(expires_at=access.expires_at)
+    assert not access.can_see("P1", "H1")
+
+
 def test_events_without_a_patient_are_visible_to_events_all_only() -> None:
     assert Access.unrestricted().can_see(None, None)
     assert not Access(hospitals=frozenset({"H1"})).can_see(None, "H1")

@@ -91,6 +91,18 @@ def test_streams_and_queries_without_a_valid_token_are_401(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("scope", [5, {"events:all": 1}, ["events:all", 5], None])
+def test_a_scope_claim_of_the_wrong_type_is_401_not_500_nor_a_grant(
+    client: TestClient, scope: object
+) -> None:
+    claims = {"exp": time.time() + 60, "scope": scope}
+    headers = {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+    for path in ("/events", "/events/recent", "/stats"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401, path
+        assert "scope claim" in response.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("scope", "query"),
     [
