@@ -124,6 +124,16 @@ class EventStream:
             self._aligned = True
             return head + _control("ready", self.cursor, {"position": str(self.cursor), **info})
         shown = requested.resized(hub.partitions)
+        if len(requested) > hub.partitions and any(requested.offsets[hub.partitions :]):
+            # An offset in a partition this topic does not have: the position is of another
+            # topic (or of this one before it was recreated), so none of its offsets can be
+            # trusted. Until the reset frame is sent, frames keep the id the client sent, so
+            # a reconnect in between is recognised again instead of silently resized.
+            self.cursor = requested
+            opening = head + _control("ready", requested, {"position": str(shown), **info})
+            earliest, _ = await hub.offsets()
+            self.cursor = earliest
+            return opening + self._reset_frame("position_unknown", requested, {})
         opening = head + _control("ready", shown, {"position": str(shown), **info})
         # Set before anything can fail: a final frame must never carry a position the
         # client has not reached.
@@ -133,8 +143,6 @@ class EventStream:
         earliest, end = await hub.offsets()
         reasons: list[str] = []
         lost: dict[str, int] = {}
-        if len(requested) > hub.partitions and any(requested.offsets[hub.partitions :]):
-            reasons.append("position_unknown")
         for partition in range(hub.partitions):
             if cursor[partition] > end[partition]:
                 # Ahead of the topic's end: a position of another incarnation of the topic.

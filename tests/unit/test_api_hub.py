@@ -308,6 +308,60 @@ def test_a_position_beyond_the_topic_end_is_reset_to_the_earliest_event() -> Non
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    ("position", "retained_from"),
+    [("0-1.1-1.2-1.3-5", 0), ("5-7", 0), ("0-1.1-1.2-1.3-5", 1)],
+    ids=["all-partitions-in-buffer", "only-a-foreign-partition", "after-retention"],
+)
+def test_a_position_with_more_partitions_than_the_topic_gets_a_reset_frame(
+    position: str, retained_from: int
+) -> None:
+    async def scenario() -> None:
+        log = MemoryLog(partitions=3)
+        for n in range(9):
+            log.append(n % 3, step_event(n))
+        for partition in range(3):
+            log.drop_before(partition, retained_from)
+        hub = await started_hub(log, replay_buffer=2 if retained_from else 6000)
+        reader = open_stream(hub, position=position)
+        ready = await reader.frame()
+        # Until the reset, the stream is where the client said: a reconnect in between
+        # must be recognised as foreign again, not quietly cut to the topic's partitions.
+        sent = Position.decode(position).encode()
+        assert (ready.event, ready.id) == ("ready", sent)
+        reset = await reader.frame()
+        earliest = f"0-{retained_from}.1-{retained_from}.2-{retained_from}"
+        assert (reset.event, reset.id) == ("reset", earliest)
+        assert reset.json() == {
+            "reason": "position_unknown",
+            "requested": sent,
+            "position": earliest,
+            "lost": {},
+        }
+        left = 9 - 3 * retained_from
+        assert sorted(message_ids(await reader.events(left))) == sorted(
+            f"m{n}" for n in range(3 * retained_from, 9)
+        )
+        await hub.stop()
+
+    run(scenario)
+
+
+def test_a_position_with_extra_partitions_at_offset_zero_resumes_without_a_reset() -> None:
+    async def scenario() -> None:
+        log = MemoryLog(partitions=3)
+        for n in range(9):
+            log.append(n % 3, step_event(n))
+        hub = await started_hub(log)
+        reader = open_stream(hub, position="0-1.1-1.2-1.3-0")
+        assert (await reader.frame()).id == "0-1.1-1.2-1"
+        frames = await reader.events(6)
+        assert sorted(message_ids(frames)) == [f"m{n}" for n in range(3, 9)]
+        await hub.stop()
+
+    run(scenario)
+
+
 def test_streams_only_carry_what_their_filters_and_scope_allow() -> None:
     async def scenario() -> None:
         log = MemoryLog()
