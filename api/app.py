@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import dashboard, events, observability
+from api import dashboard, events, fhir, history, observability, patients
 from api.auth import build_verifier
 from api.feed import open_feed
+from api.history_access import HistoryStore
 from api.hub import StreamHub, StreamTuning
 from api.metrics import ApiMetrics
 from api.runtime import ApiRuntime
@@ -42,6 +43,8 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
         stats, metrics = StepStats(), ApiMetrics()
         hub = StreamHub(lambda: open_feed(settings), tuning, stats, metrics)
         app.state.runtime = ApiRuntime(settings, tuning, verifier, hub, stats, metrics)
+        app.state.history_store = history_store = HistoryStore(settings)
+        history_store.start()
         await hub.start()
         if not await hub.wait_ready(_STARTUP_WAIT_SECONDS):
             logger.warning("serving before the event feed is ready: %s", hub.detail)
@@ -49,6 +52,7 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
             yield
         finally:
             await hub.stop()
+            history_store.close()
 
     app = FastAPI(
         title="vitalflow",
@@ -58,6 +62,9 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
     )
     app.include_router(events.router)
     app.include_router(observability.router)
+    app.include_router(patients.router)
+    app.include_router(history.router)
+    app.include_router(fhir.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

@@ -1,4 +1,4 @@
-"""The `vitalflow` command line: run, api, simulate, seed, dlq replay, demo.
+"""The `vitalflow` command line: run, api, simulate, seed, dlq replay, fhir export, demo.
 
 Every setting of `Settings` is also a flag (`VITALFLOW_MQTT_URL` is `--mqtt-url`); a flag
 given on the command line wins over the environment and `.env`.
@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -148,6 +148,24 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fhir_export(args: argparse.Namespace) -> int:
+    from flows.fhir_export import export_observations
+
+    try:
+        report = export_observations(
+            settings_from(args),
+            since=args.since,
+            out=args.out,
+            patient_id=args.patient,
+            hospital_id=args.hospital,
+        )
+    except ValueError as exc:
+        logger.error("vitalflow fhir export: %s", exc)
+        return 2
+    print(report)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -218,6 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for letters")
     _add_settings_flags(replay)
     replay.set_defaults(handler=_dlq_replay)
+
+    fhir = commands.add_parser("fhir", help="FHIR R4")
+    fhir_commands = fhir.add_subparsers(dest="fhir_command", required=True)
+    export = fhir_commands.add_parser(
+        "export",
+        help="write a patient's or a hospital's Observations as FHIR NDJSON (Bulk Data format)",
+    )
+    export.add_argument(
+        "--since",
+        required=True,
+        type=datetime.fromisoformat,
+        help="observations stored at or after this ISO 8601 time (with its zone)",
+    )
+    whose = export.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--patient", help="one patient's id")
+    whose.add_argument("--hospital", help="the patients of this hospital")
+    export.add_argument("--out", type=Path, required=True, help="the .ndjson file to write")
+    _add_settings_flags(export)
+    export.set_defaults(handler=_fhir_export)
 
     demo = commands.add_parser(
         "demo",

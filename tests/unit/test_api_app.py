@@ -198,7 +198,19 @@ def test_the_dashboard_is_served_with_its_own_assets(client: TestClient) -> None
 
 def test_every_endpoint_is_documented_with_a_summary(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/events", "/events/recent", "/stats", "/health", "/metrics", "/"}
+    assert set(paths) == {
+        "/events",
+        "/events/recent",
+        "/stats",
+        "/health",
+        "/metrics",
+        "/",
+        "/patients",
+        "/patients/{patient_id}/observations",
+        "/patients/{patient_id}/observations/summary",
+        "/fhir/Observation",
+        "/fhir/Observation/{resource_id}",
+    }
     for path, operations in paths.items():
         assert operations["get"]["summary"], path
 
