@@ -7,6 +7,7 @@ access-controlled like the database (see README). Step events and logs never car
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -14,44 +15,85 @@ from datetime import UTC, datetime
 from flows.model import Envelope
 from flows.step_events import isoformat_z
 
-__all__ = ["MAX_DEAD_LETTER_PAYLOAD", "dead_letters"]
+__all__ = ["MAX_DEAD_LETTER_BYTES", "dead_letters"]
 
-# Whole payloads up to this size fit a Kafka record (1 MiB by default) even in base64; larger
+# The limit holds on the encoded record, not the raw payload: JSON escapes a NUL byte as six
+# bytes (a 200 KB payload of NULs made a 1.2 MB letter that Kafka refused). Half of Kafka's
+# default 1 MiB keeps every payload the flow accepts (256 KiB) whole even in base64; larger
 # ones (only hostile input is that large) keep their first bytes, size and digest.
-MAX_DEAD_LETTER_PAYLOAD = 512 * 1024
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+# An error message longer than this is cut: the payload is what a letter is for.
+_MAX_MESSAGE_CHARS = 4096
 
 
 def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
-    """Return the dead-letter record of an envelope whose chain ended in an error, if any."""
+    """Return the dead-letter record of an envelope whose chain ended in an error, if any.
+
+    The payload is kept whole whenever the encoded record fits `MAX_DEAD_LETTER_BYTES`: as
+    text when it is UTF-8 and that fits, else in base64; otherwise its first bytes are kept,
+    with `payload_truncated`, its size and its SHA-256.
+    """
     failed = envelope.failed
     if failed is None:
         return []
     delivery = envelope.delivery
-    raw = delivery.payload[:MAX_DEAD_LETTER_PAYLOAD]
-    try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     record: dict[str, object] = {
         "message_id": delivery.message_id,
         "topic": delivery.topic,
         # Which delivery of the message this was: a replay numbers on from it.
         "delivery": envelope.delivery_number,
-        "payload_encoding": encoding,
-        "payload": payload,
+        "payload_encoding": "utf-8",
+        "payload": "",
         "reason": {
             "step": str(failed.step),
             "code": failed.error_code,
-            "message": failed.error_message,
+            "message": (failed.error_message or "")[:_MAX_MESSAGE_CHARS] or None,
         },
         "device_type": envelope.device_type,
         "device_id": envelope.device_id,
         "received_at": isoformat_z(delivery.received_at),
         "dead_lettered_at": isoformat_z(datetime.now(UTC)),
     }
-    if len(delivery.payload) > MAX_DEAD_LETTER_PAYLOAD:
-        record["payload_truncated"] = True
-        record["payload_bytes"] = len(delivery.payload)
-        record["payload_sha256"] = hashlib.sha256(delivery.payload).hexdigest()
     key = envelope.device_id
-    return [(key, (key, json.dumps(record, ensure_ascii=False).encode()))]
+    return [(key, (key, _encode_within_limit(record, delivery.payload)))]
+
+
+def _encode_within_limit(record: dict[str, object], raw: bytes) -> bytes:
+    with contextlib.suppress(UnicodeDecodeError):
+        encoded = _encode(record, "utf-8", raw.decode("utf-8"))
+        if len(encoded) <= MAX_DEAD_LETTER_BYTES:
+            return encoded
+    encoded = _encode(record, "base64", base64.b64encode(raw).decode("ascii"))
+    if len(encoded) <= MAX_DEAD_LETTER_BYTES:
+        return encoded
+    record["payload_truncated"] = True
+    record["payload_bytes"] = len(raw)
+    record["payload_sha256"] = hashlib.sha256(raw).hexdigest()
+    # Base64 is never escaped: 3 bytes of payload take exactly 4 of the record.
+    room = MAX_DEAD_LETTER_BYTES - len(_encode(record, "base64", ""))
+    # Text when it stays text: each try shortens the prefix by what escaping added.
+    size = room
+    for _ in range(3):
+        text = _utf8_prefix(raw, size)
+        if text is None:
+            break
+        encoded = _encode(record, "utf-8", text)
+        if len(encoded) <= MAX_DEAD_LETTER_BYTES:
+            return encoded
+        size -= len(encoded) - MAX_DEAD_LETTER_BYTES
+    kept = raw[: max(room, 0) // 4 * 3]
+    return _encode(record, "base64", base64.b64encode(kept).decode("ascii"))
+
+
+def _utf8_prefix(raw: bytes, size: int) -> str | None:
+    # A cut may split the last character: up to three of its bytes are dropped.
+    for cut in range(4):
+        with contextlib.suppress(UnicodeDecodeError):
+            return raw[: max(size - cut, 0)].decode("utf-8")
+    return None
+
+
+def _encode(record: dict[str, object], encoding: str, payload: str) -> bytes:
+    record["payload_encoding"] = encoding
+    record["payload"] = payload
+    return json.dumps(record, ensure_ascii=False).encode()

@@ -25,10 +25,12 @@ __all__ = [
 
 SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
 
-# Kafka refuses records over 1 MiB by default; an event that large (an AP55 batch of
-# thousands of readings, say) is sent without its payload and details, which stay in the
-# database and, for failures, in the dead letter.
-MAX_EVENT_BYTES = 256 * 1024
+# CloudEvents intermediaries are only required to forward events up to 64 KiB, so no event is
+# larger, encoded. One that would be (an AP55 batch of thousands of readings, say) is sent
+# without its payload and details, which stay in the database and, for failures, in the dead
+# letter; if even that is too large (a hostile topic or error text), its texts are cut short.
+MAX_EVENT_BYTES = 64 * 1024
+_MAX_TEXT_CHARS = 1024
 
 
 def isoformat_z(moment: datetime) -> str:
@@ -94,7 +96,23 @@ def _encode(event: dict[str, Any]) -> bytes:
     omitted = {"omitted": f"too large for an event ({len(encoded)} bytes)"}
     data["payload"] = omitted
     data["processed_data"] = {**omitted, "count": data["processed_data"].get("count")}
+    encoded = json.dumps(event, default=_jsonable).encode()
+    if len(encoded) <= MAX_EVENT_BYTES:
+        return encoded
+    # Only texts are left that can be this large; a few of them, each cut to 1 KiB (6 KiB
+    # escaped), always fit.
+    event["subject"] = _clip(event["subject"])
+    for name in ("topic", "device_id", "device_type", "reason"):
+        data[name] = _clip(data[name])
+    if data["error"] is not None:
+        data["error"] = {k: _clip(v) for k, v in data["error"].items()}
     return json.dumps(event, default=_jsonable).encode()
+
+
+def _clip(text: object) -> object:
+    if isinstance(text, str) and len(text) > _MAX_TEXT_CHARS:
+        return text[:_MAX_TEXT_CHARS] + "..."
+    return text
 
 
 def _jsonable(value: object) -> object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.settings import Settings
-from sinks.kafka_writer import KafkaWriter, ensure_topics
+from sinks.kafka_writer import CLOUDEVENTS_JSON, PLAIN_JSON, KafkaWriter, ensure_topics
 from sinks.record_sink import RecordWriter
 
 __all__ = ["open_record_writer"]
@@ -21,4 +21,8 @@ def open_record_writer(settings: Settings) -> RecordWriter:
         settings.kafka_bootstrap,
         {settings.steps_topic: settings.steps_partitions, settings.dlq_topic: 1},
     )
-    return KafkaWriter(settings.kafka_bootstrap)
+    # Step events are CloudEvents; dead letters are plain JSON records (see README).
+    return KafkaWriter(
+        settings.kafka_bootstrap,
+        {settings.steps_topic: CLOUDEVENTS_JSON, settings.dlq_topic: PLAIN_JSON},
+    )

@@ -8,6 +8,7 @@ must have its dead letter, and the readings after the storm must be stored.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -22,6 +23,7 @@ from pipeline_harness import (
     bp_message,
     publish,
     read_topic,
+    register_bp_patient,
     terminal_count,
     wait_for,
     wait_for_records,
@@ -165,3 +167,29 @@ def test_hostile_traffic_never_stops_the_flow_and_nothing_goes_unaccounted(
         for doc in db.observations.find({"kind": "blood_pressure", "device_id": "08F9E0D1F7B4"})
     }
     assert bp_ids <= {int(t) for t in stored}
+
+
+def test_a_payload_of_nul_bytes_is_dead_lettered_and_the_flow_goes_on(flow: FlowUnderTest) -> None:
+    # JSON escapes each NUL as six bytes: its dead letter once outgrew Kafka's 1 MiB limit,
+    # the write raised, the flow died before acking and died again on every redelivery.
+    nul = ("dusun_pub", b"\x00" * 200_000)
+    register_bp_patient(flow.db, "nul-patient")
+    flow.prepare_session()
+    flow.start()
+    publish(flow.mqtt_url, [nul, bp_message(1)])
+
+    nul_id = fingerprint(*nul)
+
+    def events() -> list[dict[str, Any]]:
+        return read_topic(flow.kafka_bootstrap, flow.steps_topic)
+
+    wait_for(lambda: terminal_count(events()) >= 2, 90, flow, "both chains to end")
+    flow.assert_running()
+    errors = [e for e in events() if e["data"]["status"] == "error"]
+    assert [(e["data"]["message_id"], e["data"]["step"]) for e in errors] == [
+        (nul_id, "2_payload_parsed")
+    ]
+    [letter] = wait_for_records(flow, flow.dlq_topic, 1)
+    assert letter["message_id"] == nul_id and letter["payload_encoding"] == "base64"
+    assert base64.b64decode(letter["payload"]) == nul[1]
+    assert flow.db.observations.count_documents({"kind": "blood_pressure"}) == 1

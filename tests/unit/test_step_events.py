@@ -96,7 +96,7 @@ def test_no_dead_letter_for_success_or_skip():
 def test_oversized_payload_is_a_step_2_error_and_its_dead_letter_is_truncated_with_a_digest():
     import hashlib
 
-    from flows.dead_letters import MAX_DEAD_LETTER_PAYLOAD
+    from flows.dead_letters import MAX_DEAD_LETTER_BYTES
     from flows.device_clock import ClockRule
     from flows.parse_message import parse_envelope
     from flows.receive import receive
@@ -112,7 +112,8 @@ def test_oversized_payload_is_a_step_2_error_and_its_dead_letter_is_truncated_wi
     record = json.loads(letter)
     assert record["payload_truncated"] is True and record["payload_bytes"] == len(raw)
     assert record["payload_sha256"] == hashlib.sha256(raw).hexdigest()
-    assert len(record["payload"]) == MAX_DEAD_LETTER_PAYLOAD
+    assert MAX_DEAD_LETTER_BYTES - 1024 < len(letter) <= MAX_DEAD_LETTER_BYTES
+    assert raw.startswith(record["payload"].encode())
 
 
 def test_event_too_large_for_kafka_is_sent_without_payload_and_details():
@@ -133,3 +134,52 @@ def test_event_too_large_for_kafka_is_sent_without_payload_and_details():
     assert len(value) <= MAX_EVENT_BYTES
     data = json.loads(value)["data"]
     assert data["processed_data"]["count"] == 20000 and "omitted" in data["processed_data"]
+
+
+def failed_message(raw: bytes, topic: str = "dusun_pub", message: str = "bad") -> Envelope:
+    delivery = Delivery(topic, raw, T0, fingerprint(topic, raw))
+    outcomes = [
+        StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+        StepOutcome(
+            Step.PARSED, StepStatus.ERROR, T0, error_code="invalid_json", error_message=message
+        ),
+    ]
+    return Envelope(delivery, "AVA4", "08F9E0D1F7B4", {}, outcomes)
+
+
+def test_a_dead_letter_of_nul_bytes_keeps_them_whole_in_base64_within_the_encoded_limit():
+    from flows.dead_letters import MAX_DEAD_LETTER_BYTES
+
+    # As text, each NUL becomes the six bytes \u0000: 1.2 MB, more than Kafka takes.
+    raw = b"\x00" * 200_000
+    [(_, (_, letter))] = dead_letters(failed_message(raw))
+    assert len(letter) <= MAX_DEAD_LETTER_BYTES
+    record = json.loads(letter)
+    assert record["payload_encoding"] == "base64" and "payload_truncated" not in record
+    assert base64.b64decode(record["payload"]) == raw
+
+
+def test_a_dead_letter_of_escaped_text_too_large_even_in_base64_is_cut_to_the_limit():
+    import hashlib
+
+    from flows.dead_letters import MAX_DEAD_LETTER_BYTES
+
+    raw = b"\x01" * 600_000  # valid UTF-8, six bytes each once escaped
+    [(_, (_, letter))] = dead_letters(failed_message(raw, message="m" * 100_000))
+    assert len(letter) <= MAX_DEAD_LETTER_BYTES
+    record = json.loads(letter)
+    assert record["payload_truncated"] is True
+    assert record["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert raw.startswith(base64.b64decode(record["payload"]))
+    assert len(record["reason"]["message"]) <= 4096
+
+
+def test_events_fit_64_kib_even_with_a_hostile_topic_and_error_text():
+    from flows.step_events import MAX_EVENT_BYTES
+
+    assert MAX_EVENT_BYTES == 64 * 1024
+    env = failed_message(b"{}", topic="iMEDE_watch/" + "\x01" * 60_000, message="\x02" * 60_000)
+    for _, (_, value) in step_events(env):
+        assert len(value) <= MAX_EVENT_BYTES
+        event = json.loads(value)
+        assert event["data"]["topic"].startswith("iMEDE_watch/")
