@@ -6,8 +6,10 @@ stored unit always says what the number is. Flags come from `Thresholds` (data, 
 from a file) and, for emergencies, from `EVENT_FLAGS`: an SOS or a fall is always critical.
 
 `enrich_reading` returns the fields an observation document adds to the reading:
-`code`, `components`, `flags`, `severity` (the most severe flag, "normal" without flags)
-and `alert` (severity high or critical).
+`code` (the kind's primary LOINC coding), `codes` (every LOINC coding of the observation as
+a whole, the primary one first: for SpO2 both 59408-5 and 2708-6, as the US Core pulse
+oximetry profile requires), `components`, `flags`, `severity` (the most severe flag,
+"normal" without flags) and `alert` (severity high or critical).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ class Coding:
 
 @dataclass(frozen=True)
 class KindCoding:
-    """The LOINC code of a kind of reading and of each of its values."""
+    """The LOINC codes of a kind of reading (primary first) and of each of its values."""
 
     code: Coding | None
     components: dict[str, str] = field(default_factory=dict)
+    also: tuple[Coding, ...] = ()
 
 
 _HEART_RATE = "8867-4"
@@ -53,6 +56,7 @@ CODINGS: dict[ObservationKind, KindCoding] = {
     ObservationKind.SPO2: KindCoding(
         Coding("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
         {"spo2": "2708-6", "pulse": _HEART_RATE},
+        also=(Coding("2708-6", "Oxygen saturation in Arterial blood"),),
     ),
     ObservationKind.BODY_TEMPERATURE: KindCoding(
         Coding("8310-5", "Body temperature"), {"temperature": "8310-5"}
@@ -138,12 +142,13 @@ def enrich_reading(reading: Reading, thresholds: Thresholds) -> dict[str, Any]:
     }
     flagged = _event_flags(reading) + _threshold_flags(reading, thresholds)
     severity = max((s for s, _ in flagged), key=lambda s: s.rank, default=Severity.NORMAL)
+    codes = [
+        {"system": LOINC_SYSTEM, "code": c.code, "display": c.display}
+        for c in ((coding.code, *coding.also) if coding.code else ())
+    ]
     return {
-        "code": (
-            {"system": LOINC_SYSTEM, "code": coding.code.code, "display": coding.code.display}
-            if coding.code
-            else None
-        ),
+        "code": codes[0] if codes else None,
+        "codes": codes,
         "components": components,
         "flags": [flag for _, flag in flagged],
         "severity": severity.value,

@@ -10,7 +10,8 @@ Published defaults:
 
 - Blood pressure: ACC/AHA 2017 (Whelton et al., Hypertension 2018;71:e13). Elevated
   120-129 systolic with diastolic < 80; stage 1 130-139 or 80-89; stage 2 >= 140 or >= 90;
-  hypertensive crisis > 180 and/or > 120. Hypotension: NEWS2 systolic <= 90 (score 3).
+  hypertensive crisis > 180 and/or > 120. Low systolic: the NEWS2 bands, <= 90 (score 3,
+  hypotension), 91-100 (score 2) and 101-110 (score 1).
 - Heart rate, SpO2 (scale 1), temperature: NEWS2 (Royal College of Physicians, 2017) bands;
   a NEWS2 score of 1 is severity "low", 2 "medium", 3 "high".
 - Blood glucose: ADA Standards of Care (section 6): level 1 hypoglycaemia < 70 mg/dL,
@@ -126,7 +127,11 @@ _BLOOD_PRESSURE = [
     ),
     FlagGroup(
         name="news2_low_systolic",
-        bands=[_band("systolic", "bp_hypotension", _S.HIGH, "Hypotension", at_most=90)],
+        bands=[
+            _band("systolic", "bp_hypotension", _S.HIGH, "Hypotension", at_most=90),
+            _band("systolic", "bp_systolic_low_moderate", _S.MEDIUM, "Low systolic", at_most=100),
+            _band("systolic", "bp_systolic_low", _S.LOW, "Slightly low systolic", at_most=110),
+        ],
     ),
 ]
 _HEART_RATE = [

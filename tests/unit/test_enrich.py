@@ -91,6 +91,32 @@ def test_each_kind_has_its_loinc_code_and_ucum_units(
     } == components
 
 
+def test_spo2_observation_carries_both_pulse_oximetry_loinc_codes() -> None:
+    # US Core pulse oximetry: Observation.code holds 59408-5 and 2708-6, not only the
+    # component of the value.
+    enriched = enrich_reading(reading(K.SPO2, {"spo2": 97, "pulse": 70}), DEFAULTS)
+    assert enriched["codes"] == [
+        {
+            "system": "http://loinc.org",
+            "code": "59408-5",
+            "display": "Oxygen saturation in Arterial blood by Pulse oximetry",
+        },
+        {
+            "system": "http://loinc.org",
+            "code": "2708-6",
+            "display": "Oxygen saturation in Arterial blood",
+        },
+    ]
+    assert enriched["code"] == enriched["codes"][0]
+    assert enriched["components"]["spo2"]["code"] == "2708-6"
+
+
+@pytest.mark.parametrize("kind", [k for k in K if k is not K.SPO2])
+def test_other_kinds_carry_their_one_code_or_none(kind: ObservationKind) -> None:
+    enriched = enrich_reading(reading(kind, {}), DEFAULTS)
+    assert enriched["codes"] == ([enriched["code"]] if enriched["code"] else [])
+
+
 @pytest.mark.parametrize("kind", [K.SLEEP, K.LOCATION])
 def test_kinds_without_a_loinc_code_have_none(kind: ObservationKind) -> None:
     enriched = enrich_reading(reading(kind, {"duration_minutes": 400}), DEFAULTS)
@@ -138,15 +164,40 @@ def test_every_value_the_parsers_produce_has_a_unit_row() -> None:
         (180, 120, [("bp_stage_2", "high")]),
         (181, 100, [("bp_hypertensive_crisis", "critical")]),
         (170, 121, [("bp_hypertensive_crisis", "critical")]),
-        (91, 60, []),
+        (111, 70, []),
+        (110, 70, [("bp_systolic_low", "low")]),
+        (101, 70, [("bp_systolic_low", "low")]),
+        (100, 70, [("bp_systolic_low_moderate", "medium")]),
+        (91, 60, [("bp_systolic_low_moderate", "medium")]),
         (90, 60, [("bp_hypotension", "high")]),
         (88, 82, [("bp_stage_1", "medium"), ("bp_hypotension", "high")]),
+        (105, 82, [("bp_stage_1", "medium"), ("bp_systolic_low", "low")]),
     ],
 )
 def test_blood_pressure_stage_boundaries(
     systolic: int, diastolic: int, expected: list[tuple[str, str]]
 ) -> None:
     assert flags_of(K.BLOOD_PRESSURE, {"systolic": systolic, "diastolic": diastolic}) == expected
+
+
+@pytest.mark.parametrize(
+    ("systolic", "news2_score", "severity", "alert"),
+    [
+        (115, 0, "normal", False),
+        (105, 1, "low", False),
+        (95, 2, "medium", False),
+        (90, 3, "high", True),
+        (70, 3, "high", True),
+    ],
+)
+def test_low_systolic_severity_follows_the_news2_score(
+    systolic: int, news2_score: int, severity: str, alert: bool
+) -> None:
+    # NEWS2 (RCP 2017): <= 90 scores 3, 91-100 scores 2, 101-110 scores 1, 111-219 none; a
+    # score of 1 is "low", 2 "medium", 3 "high" here, as for the other NEWS2 parameters.
+    enriched = enrich_reading(reading(K.BLOOD_PRESSURE, {"systolic": systolic}), DEFAULTS)
+    assert (enriched["severity"], enriched["alert"]) == (severity, alert)
+    assert len(enriched["flags"]) == (news2_score > 0)
 
 
 def test_hypertensive_crisis_is_a_critical_alert_with_a_readable_message() -> None:
