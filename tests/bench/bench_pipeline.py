@@ -1,105 +1,594 @@
-"""Benchmark: end-to-end throughput of `vitalflow run` against the real local services.
+"""Benchmark: `vitalflow run` end to end against the real local services; prints, asserts nothing.
 
-Queues N simulated messages (all families, the simulator's realistic mix) in the flow's
-persistent MQTT session, starts the flow, and times until every delivery's chain has ended
-on Kafka. Also times the pure stages (parse, enrich) in-process. Prints figures; asserts
-nothing. Run after `deploy/local/up`:
+Traffic is the simulator's (`connectors.payload_factory`): all three device families in its
+realistic mix, from `--patients` distinct patients (default 1,000; each has an AVA4 gateway
+with its BLE devices and a Kati watch, every other one a citizen card for the kiosks), with
+its duplicates, malformed and unknown-device messages. The roster is registered in each run's
+own database first. Every run gets its own database, Kafka topics and MQTT session
+(`tests/integration/pipeline_harness.py`), and its MQTT session is forgotten afterwards.
 
-    .venv/bin/python tests/bench/bench_pipeline.py --messages 5000
+1. **Throughput** (per `--epoch-interval`): every message is queued in the flow's persistent
+   session first, then the flow starts; timed until every delivery's chain has ended on
+   Kafka. Checked: one chain per delivery, no event id twice, every stored chain with its
+   five step events, stored observations equal to what the messages carry.
+2. **Latency** (per `--rate` and `--epoch-interval`): the flow runs first, then the messages
+   are published at R msg/s. Nothing is embedded in payloads: the publish time of each
+   delivery is kept client-side by message id (`flows.model.fingerprint`, the id the flow
+   gives it) and compared with the step-5 event's CloudEvent `time` (stamped when the
+   observations' `insert_many` has returned: stored in MongoDB) and with the moment the
+   event was consumed from Kafka (step 5 visible downstream).
+3. **Baseline** (`--baseline naive`): `naive_listener.py`, a per-message paho callback, over
+   the same messages queued the same way, in its own database and topic.
+
+Each phase prints the CPU each process used (the flow, the services found by port, the
+benchmark's own helpers) and, with `--profile`, where the flow spent its time (py-spy).
+
+    .venv/bin/python tests/bench/bench_pipeline.py --messages 20000 --patients 1000 \\
+        --epoch-interval 1.0 0.1 --rate 100 1000 --baseline naive --profile
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 import paho.mqtt.client as mqtt
-from pipeline_harness import FlowUnderTest, publish, read_topic, terminal_count
+from pipeline_harness import FlowUnderTest, publish
+from process_cpu import CpuMeter, Profile, service_processes
+from pymongo import MongoClient
+from pymongo.database import Database
+from step_watcher import SeenEvent, StepWatcher
 
-from connectors.device_roster import roster
-from connectors.payload_factory import payload_stream
+from connectors.device_roster import Roster, roster
+from connectors.mqtt_source import MqttTarget
+from connectors.payload_factory import SimulatedMessage, payload_stream
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_reading
+from flows.model import fingerprint
 from flows.parse import parse_payload
-from flows.seed import write_roster
-from flows.settings import Settings
+from flows.seed import device_documents, patient_documents
+from flows.settings import DEFAULT_TOPICS, Settings
 from flows.thresholds import Thresholds
+from sinks.kafka_writer import ensure_topics
+
+STEPS_PARTITIONS = Settings().steps_partitions
+WARM_UP = ("dusun_pub", b"bench warm-up: not JSON, ends at step 2")
+LAST_STEP = "5_medical_stored"
 
 
-def bench_pure_stages(messages: list[tuple[str, bytes]]) -> None:
+@dataclass
+class RunResult:
+    """What one run measured, for the closing summary."""
+
+    name: str
+    figures: dict[str, str] = field(default_factory=dict)
+    bound_by: str = ""
+
+
+def simulated_messages(patients: int, count: int) -> tuple[Roster, list[SimulatedMessage]]:
+    """Return the roster and `count` messages of the simulator's mix on the flow's topics."""
+    world = roster(seed=7, patients=patients)
+    stream = payload_stream(world, random.Random(7))
+    topics = Settings().topics
+    messages: list[SimulatedMessage] = []
+    # Cloud commands go to `dusun_sub`, which the flow does not subscribe to by default.
+    for message in stream:
+        if any(mqtt.topic_matches_sub(t, message.topic) for t in topics):
+            messages.append(message)
+            if len(messages) == count:
+                return world, messages
+    raise AssertionError("unreachable: the stream is endless")
+
+
+def seed(db: Database[dict[str, Any]], world: Roster) -> None:
+    """Register the roster in a fresh database (plain inserts: what `vitalflow seed` writes)."""
+    now = datetime.now(UTC)
+    for collection, documents in (
+        (db.patients, patient_documents(world, now)),
+        (db.devices, device_documents(world, now)),
+    ):
+        for start in range(0, len(documents), 500):
+            collection.insert_many(documents[start : start + 500], ordered=False)
+
+
+def bench_pure_stages(messages: list[SimulatedMessage]) -> str:
     clock = ClockRule.from_settings(Settings())
     thresholds = Thresholds.load(None)
     now = datetime.now(UTC)
     started = time.perf_counter()
     readings = 0
-    for topic, payload in messages:
+    for message in messages:
         try:
-            parsed = parse_payload(topic, payload, now, clock)
+            parsed = parse_payload(message.topic, message.payload, now, clock)
         except Exception:
             continue
         for reading in parsed.readings:
             enrich_reading(reading, thresholds)
             readings += 1
     elapsed = time.perf_counter() - started
+    rate = len(messages) / elapsed
     print(
         f"parse+enrich in-process: {len(messages)} messages, {readings} readings in "
-        f"{elapsed:.3f} s = {len(messages) / elapsed:,.0f} msg/s"
+        f"{elapsed:.3f} s = {rate:,.0f} msg/s"
+    )
+    return f"{rate:,.0f} msg/s"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def latency_line(label: str, seconds: list[float]) -> str:
+    ms = [1000 * s for s in seconds]
+    if not ms:
+        return f"{label}: no samples"
+    return (
+        f"{label}: p50 {percentile(ms, 50):,.0f} ms, p95 {percentile(ms, 95):,.0f} ms, "
+        f"p99 {percentile(ms, 99):,.0f} ms, max {max(ms):,.0f} ms ({len(ms)} deliveries)"
     )
 
 
+class Bench:
+    """The services, the traffic, and the runs made on them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="vf-bench-"))
+        self.world, self.messages = simulated_messages(args.patients, args.messages)
+        self.results: list[RunResult] = []
+        self.databases: list[str] = []
+        families = Counter(m.family for m in self.messages)
+        categories = Counter(m.category for m in self.messages)
+        registered = len(device_documents(self.world, datetime.now(UTC)))
+        print(
+            f"traffic: {len(self.messages)} messages from {args.patients} patients "
+            f"({registered} registered device identifiers); families "
+            + ", ".join(f"{k} {v}" for k, v in families.most_common())
+            + "; categories "
+            + ", ".join(f"{k} {v}" for k, v in categories.most_common())
+        )
+
+    # --- one flow run -------------------------------------------------------------------------
+
+    def new_flow(self, epoch: float) -> FlowUnderTest:
+        args = self.args
+        uid = f"bench{uuid.uuid4().hex[:8]}"
+        # A recovery directory (and logs) per run: Bytewax's store belongs to one flow's keys.
+        workdir = self.workdir / uid
+        workdir.mkdir()
+        flow = FlowUnderTest(
+            args.mqtt_url, args.mongo_url, args.kafka, uid, workdir, epoch_interval=epoch
+        )
+        self.databases.append(flow.db_name)
+        started = time.perf_counter()
+        seed(flow.db, self.world)
+        print(f"  seeded {flow.db_name} in {time.perf_counter() - started:.1f} s")
+        ensure_topics(args.kafka, {flow.steps_topic: STEPS_PARTITIONS, flow.dlq_topic: 1})
+        flow.prepare_session()
+        return flow
+
+    def watch(self, flow: FlowUnderTest) -> StepWatcher:
+        watcher = StepWatcher(
+            flow.kafka_bootstrap, flow.steps_topic, STEPS_PARTITIONS, flow.workdir
+        )
+        watcher.start()
+        return watcher
+
+    def meter(self) -> CpuMeter:
+        meter = CpuMeter()
+        for name, process in service_processes().items():
+            meter.add(name, process.pid)
+        meter.add("benchmark (publisher, checks)", os.getpid())
+        return meter
+
+    def wait_for_chains(
+        self, flow: FlowUnderTest, watcher: StepWatcher, count: int, profile: Profile | None
+    ) -> None:
+        """Wait until `count` chains ended; start the profile once the first event is out."""
+        deadline = time.monotonic() + self.args.timeout
+        last_progress, last_count = time.monotonic(), -1
+        while watcher.ended < count:
+            flow.assert_running()
+            if profile is not None and profile.process is None and watcher.ended > 0:
+                assert flow.process is not None
+                profile.start(flow.process.pid, self.args.profile_seconds)
+            if watcher.ended != last_count:
+                last_progress, last_count = time.monotonic(), watcher.ended
+            if time.monotonic() > deadline:
+                msg = f"{watcher.ended} of {count} chains ended in {self.args.timeout} s"
+                raise TimeoutError(msg)
+            if time.monotonic() - last_progress > 60:
+                print(f"  (no chain ended for 60 s; {watcher.ended} of {count} so far)")
+                last_progress = time.monotonic()
+            time.sleep(0.05)
+
+    def check(
+        self,
+        flow: FlowUnderTest,
+        events: list[SeenEvent],
+        messages: list[SimulatedMessage],
+        extra_deliveries: int = 0,
+    ) -> str:
+        """Return a line saying whether anything was lost or doubled."""
+        ids = Counter(e.id for e in events)
+        repeated = sum(n - 1 for n in ids.values() if n > 1)
+        chains: dict[str, list[SeenEvent]] = {}
+        for event in events:
+            chains.setdefault(event.delivery, []).append(event)
+        ended = sum(1 for chain in chains.values() if any(e.ends_chain for e in chain))
+        stored_chains = [
+            chain
+            for chain in chains.values()
+            if any(e.step == LAST_STEP and e.status == "success" for e in chain)
+        ]
+        five = sum(1 for c in stored_chains if len({e.step for e in c}) == 5)
+        outcomes = Counter(
+            f"{e.step}:{e.status}" for e in events if e.ends_chain and e.step != LAST_STEP
+        )
+        expected_chains = len(messages) + extra_deliveries
+        expected_stored = sum(m.expected_readings for m in messages)
+        stored = flow.db.observations.count_documents({})
+        verdict = (
+            "nothing lost or doubled"
+            if (
+                len(chains) == ended == expected_chains
+                and repeated == 0
+                and stored == expected_stored
+                and five == len(stored_chains)
+            )
+            else "MISMATCH"
+        )
+        return (
+            f"  check: {len(chains)} chains for {expected_chains} deliveries, {ended} ended, "
+            f"{repeated} event ids repeated; {len(stored_chains)} chains stored, {five} of them "
+            f"with all five step events; observations {stored} stored of {expected_stored} "
+            f"expected: {verdict}\n"
+            "  other chain ends: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common())
+        )
+
+    def throughput_run(self, epoch: float) -> None:
+        name = f"throughput, epoch {epoch} s"
+        print(f"\n== vitalflow {name}: {len(self.messages)} messages queued first ==")
+        flow = self.new_flow(epoch)
+        started = time.perf_counter()
+        publish(flow.mqtt_url, [(m.topic, m.payload) for m in self.messages])
+        print(
+            f"  published {len(self.messages)} at QoS 1 into the flow's session in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        watcher = self.watch(flow)
+        meter = self.meter()
+        meter.add("step watcher (Kafka consumer)", watcher.pid)
+        profile = self.new_profile(f"flow-throughput-{epoch}")
+        try:
+            meter.start()
+            wall_start = time.time()
+            flow.start()
+            assert flow.process is not None
+            meter.add("vitalflow run", flow.process.pid, from_zero=True)
+            self.wait_for_chains(flow, watcher, len(self.messages), profile)
+            meter.stop()
+        finally:
+            flow.stop()
+        events = watcher.stop()
+        total = max(e.consumed_at for e in events) - wall_start
+        first = min(e.consumed_at for e in events)
+        steady = max(e.consumed_at for e in events) - first
+        count = len(self.messages)
+        print(
+            f"  every chain ended {total:.1f} s after the flow was started = "
+            f"{count / total:,.0f} msg/s including start-up; first event to last chain end "
+            f"{steady:.1f} s = {count / steady:,.0f} msg/s"
+        )
+        print(self.check(flow, events, self.messages))
+        print("  CPU during the run:")
+        print(meter.report())
+        if profile is not None:
+            print("  profile of the flow:")
+            print(profile.summary())
+        self.results.append(
+            RunResult(
+                f"vitalflow {name}",
+                {
+                    "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
+                    "msg/s (incl. start-up)": f"{count / total:,.0f}",
+                },
+                meter.report(indent="      "),
+            )
+        )
+
+    def latency_run(self, epoch: float, rate: float) -> None:
+        count = min(len(self.messages), max(1, int(rate * self.args.rate_seconds)))
+        messages = self.messages[:count]
+        name = f"latency at {rate:g} msg/s, epoch {epoch} s"
+        print(f"\n== vitalflow {name}: {count} messages over ~{count / rate:.0f} s ==")
+        flow = self.new_flow(epoch)
+        watcher = self.watch(flow)
+        meter = self.meter()
+        meter.add("step watcher (Kafka consumer)", watcher.pid)
+        profile = self.new_profile(f"flow-rate-{rate:g}-{epoch}")
+        published: dict[str, float] = {}
+        try:
+            flow.start()
+            assert flow.process is not None
+            publish(flow.mqtt_url, [WARM_UP])
+            self.wait_for_chains(flow, watcher, 1, None)
+            meter.add("vitalflow run", flow.process.pid)
+            meter.start()
+            if profile is not None:
+                profile.start(flow.process.pid, self.args.profile_seconds)
+            achieved = self.publish_at_rate(flow.mqtt_url, messages, rate, published)
+            print(f"  published {count} at {achieved:,.0f} msg/s (asked {rate:g})")
+            self.wait_for_chains(flow, watcher, 1 + count, None)
+            meter.stop()
+        finally:
+            flow.stop()
+        events = watcher.stop()
+        to_stored = [
+            e.event_time - published[e.delivery]
+            for e in events
+            if e.step == LAST_STEP and e.status == "success" and e.delivery in published
+        ]
+        to_kafka = [
+            e.consumed_at - published[e.delivery]
+            for e in events
+            if e.step == LAST_STEP and e.status == "success" and e.delivery in published
+        ]
+        to_end = [
+            e.consumed_at - published[e.delivery]
+            for e in events
+            if e.ends_chain and e.delivery in published
+        ]
+        lines = [
+            latency_line("publish -> stored (step-5 time)", to_stored),
+            latency_line("publish -> step 5 consumed from Kafka", to_kafka),
+            latency_line("publish -> any chain end consumed", to_end),
+        ]
+        for line in lines:
+            print(f"  {line}")
+        print(self.check(flow, events, messages, extra_deliveries=1))
+        print("  CPU while publishing and draining:")
+        print(meter.report())
+        if profile is not None:
+            print("  profile of the flow:")
+            print(profile.summary())
+        self.results.append(
+            RunResult(
+                f"vitalflow {name}",
+                {
+                    "to stored p50/p95/p99 ms": "/".join(
+                        f"{1000 * percentile(to_stored, p):,.0f}" for p in (50, 95, 99)
+                    ),
+                    "to step 5 on Kafka p50/p95/p99 ms": "/".join(
+                        f"{1000 * percentile(to_kafka, p):,.0f}" for p in (50, 95, 99)
+                    ),
+                },
+                meter.report(indent="      "),
+            )
+        )
+
+    @staticmethod
+    def publish_at_rate(
+        url: str, messages: list[SimulatedMessage], rate: float, published: dict[str, float]
+    ) -> float:
+        """Publish on a fixed schedule; note each delivery's publish time by its event prefix."""
+        target = MqttTarget.from_url(url)
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
+        )
+        client.max_queued_messages_set(0)
+        client.connect(target.host, target.port)
+        client.loop_start()
+        copies: Counter[str] = Counter()
+        infos = []
+        try:
+            started = time.perf_counter()
+            for index, message in enumerate(messages):
+                due = started + index / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                message_id = fingerprint(message.topic, message.payload)
+                copies[message_id] += 1
+                n = copies[message_id]
+                # The flow numbers repeated deliveries of the same bytes: `<id>/d<n>/<step>`.
+                published[message_id if n == 1 else f"{message_id}/d{n}"] = time.time()
+                infos.append(client.publish(message.topic, message.payload, qos=1))
+            elapsed = time.perf_counter() - started
+            for info in infos:
+                info.wait_for_publish(timeout=30)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return len(messages) / elapsed if elapsed > 0 else float("inf")
+
+    def new_profile(self, label: str) -> Profile | None:
+        if not self.args.profile:
+            return None
+        return Profile(self.workdir / f"{label}.pyspy.txt")
+
+    # --- the baseline -------------------------------------------------------------------------
+
+    def naive_run(self) -> None:
+        count = min(len(self.messages), self.args.baseline_messages or len(self.messages))
+        messages = self.messages[:count]
+        print(f"\n== baseline: naive per-message listener, {count} messages queued first ==")
+        uid = uuid.uuid4().hex[:8]
+        db_name = f"vf_bench_naive_{uid}"
+        self.databases.append(db_name)
+        db = MongoClient(self.args.mongo_url, tz_aware=True)[db_name]
+        seed(db, self.world)
+        topic = f"bench.naive.{uid}"
+        ensure_topics(self.args.kafka, {topic: 1})
+        client_id = f"vf-bench-naive-{uid}"
+        mqtt_session(self.args.mqtt_url, client_id, clean=False)
+        publish(self.args.mqtt_url, [(m.topic, m.payload) for m in messages])
+        result_file = self.workdir / f"naive-{uid}.json"
+        meter = self.meter()
+        meter.start()
+        started = time.time()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("naive_listener.py")),
+                "--mqtt-url", self.args.mqtt_url, "--client-id", client_id,
+                "--mongo-url", self.args.mongo_url, "--db", db_name,
+                "--kafka", self.args.kafka, "--topic", topic,
+                "--expect", str(count), "--result", str(result_file),
+            ],
+        )  # fmt: skip
+        meter.add("naive listener", process.pid, from_zero=True)
+        try:
+            while process.poll() is None:
+                meter.stop()  # the last reading before it exits is the one reported
+                time.sleep(0.2)
+                if time.time() - started > self.args.timeout:
+                    process.kill()
+                    msg = f"the naive listener did not finish in {self.args.timeout} s"
+                    raise TimeoutError(msg)
+        finally:
+            mqtt_session(self.args.mqtt_url, client_id, clean=True)
+        outcome = json.loads(result_file.read_text())
+        total = outcome["last_at"] - started
+        steady = outcome["last_at"] - outcome["first_at"]
+        expected = sum(m.expected_readings for m in messages)
+        stored = db.observations.count_documents({})
+        print(
+            f"  handled {outcome['handled']} messages {total:.1f} s after start = "
+            f"{count / total:,.0f} msg/s including start-up; first message to last "
+            f"{steady:.1f} s = {count / steady:,.0f} msg/s; observations {stored} stored of "
+            f"{expected} expected"
+        )
+        print("  CPU during the run:")
+        print(meter.report())
+        self.results.append(
+            RunResult(
+                "naive per-message listener",
+                {
+                    "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
+                    "msg/s (incl. start-up)": f"{count / total:,.0f}",
+                },
+                meter.report(indent="      "),
+            )
+        )
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def summary(self) -> None:
+        print("\n== summary ==")
+        print(
+            f"{len(self.messages)} messages, {self.args.patients} patients; measured on "
+            "this machine with the services on the same 2 cores"
+        )
+        naive = next((r for r in self.results if r.name.startswith("naive")), None)
+        key = "msg/s (first event to last chain end)"
+        for result in self.results:
+            figures = "; ".join(f"{k} {v}".strip() for k, v in result.figures.items())
+            if naive is not None and key in result.figures and result is not naive:
+                multiple = float(result.figures[key].replace(",", "")) / float(
+                    naive.figures[key].replace(",", "")
+                )
+                figures += f"; {multiple:.1f}x the naive listener"
+            print(f"- {result.name}: {figures}")
+            if result.bound_by:
+                print("    bounded by (CPU over the run):")
+                print(result.bound_by)
+        latency = [r for r in self.results if r.name.startswith("vitalflow latency")]
+        if len(self.args.epoch_interval) > 1 and latency:
+            print(
+                "  The flow acknowledges MQTT only once an epoch closes, and a new epoch's "
+                "first batch waits for the previous one downstream: compare the latency lines "
+                "of each epoch interval above for what the epoch costs."
+            )
+
+    def drop_databases(self) -> None:
+        client: MongoClient[dict[str, Any]] = MongoClient(self.args.mongo_url)
+        for name in self.databases:
+            client.drop_database(name)
+
+
+def mqtt_session(url: str, client_id: str, *, clean: bool) -> None:
+    """Create (clean=False) or forget (clean=True) a persistent session subscribed to devices."""
+    target = MqttTarget.from_url(url)
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean,
+        protocol=mqtt.MQTTv311,
+    )
+    client.connect(target.host, target.port)
+    client.loop_start()
+    if not clean:
+        client.subscribe([(t, 1) for t in DEFAULT_TOPICS.split(",")])
+        time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=5000)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=5000, help="messages per throughput run")
+    parser.add_argument("--patients", type=int, default=1000, help="distinct patients")
+    parser.add_argument(
+        "--epoch-interval", type=float, nargs="+", default=[1.0], help="seconds; one run each"
+    )
+    parser.add_argument(
+        "--rate", type=float, nargs="*", default=[], help="fixed-rate latency runs, msg/s"
+    )
+    parser.add_argument(
+        "--rate-seconds", type=float, default=20.0, help="how long each fixed-rate run publishes"
+    )
+    parser.add_argument("--no-throughput", action="store_true", help="only the fixed-rate runs")
+    parser.add_argument("--baseline", choices=["naive"], help="also run the naive listener")
+    parser.add_argument(
+        "--baseline-messages", type=int, default=0, help="cap the baseline's messages (0: all)"
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the flow in each run")
+    parser.add_argument("--profile-seconds", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' databases")
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--mongo-url", default="mongodb://127.0.0.1:27017")
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     args = parser.parse_args()
 
-    world = roster(seed=7, patients=12)
-    stream = payload_stream(world, random.Random(7))
-    topics = Settings().topics
-    # Cloud commands go to `dusun_sub`, which the flow does not subscribe to by default.
-    messages = [
-        (m.topic, m.payload)
-        for m, _ in zip(stream, range(args.messages), strict=False)
-        if any(mqtt.topic_matches_sub(t, m.topic) for t in topics)
-    ]
-    bench_pure_stages(messages)
-
-    flow = FlowUnderTest(
-        args.mqtt_url, args.mongo_url, args.kafka, uuid.uuid4().hex[:8], Path(tempfile.mkdtemp())
-    )
-    write_roster(flow.db, world)
-    flow.prepare_session()
-    started = time.perf_counter()
-    publish(flow.mqtt_url, messages)
-    print(f"published {len(messages)} messages at QoS 1 in {time.perf_counter() - started:.1f} s")
+    bench = Bench(args)
+    parse_rate = bench_pure_stages(bench.messages)
+    bench.results.append(RunResult("parse + enrich in-process (one thread)", {"": parse_rate}))
     try:
-        started = time.perf_counter()
-        flow.start()
-        while True:
-            ended = terminal_count(read_topic(flow.kafka_bootstrap, flow.steps_topic))
-            if ended >= len(messages):
-                break
-            flow.assert_running()
-            time.sleep(0.5)
-        elapsed = time.perf_counter() - started
-        stored = flow.db.observations.count_documents({})
-        print(
-            f"vitalflow run (1 worker, epoch {flow.epoch_interval} s, recovery on): "
-            f"{len(messages)} messages, {stored} observations, every chain ended in "
-            f"{elapsed:.1f} s including start-up = {len(messages) / elapsed:,.0f} msg/s"
-        )
+        if not args.no_throughput:
+            for epoch in args.epoch_interval:
+                bench.throughput_run(epoch)
+        for epoch in args.epoch_interval:
+            for rate in args.rate:
+                bench.latency_run(epoch, rate)
+        if args.baseline == "naive":
+            bench.naive_run()
+        bench.summary()
     finally:
-        flow.kill()
+        if not args.keep:
+            bench.drop_databases()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""A Kafka consumer in a process of its own that notes when each step event arrives.
+
+It reads a step-events topic from the beginning while a benchmark runs and keeps, per event,
+its id, step, status, CloudEvent `time` and the wall-clock time it was consumed. A process of
+its own keeps its JSON decoding off the publisher's GIL and its CPU in a line of its own.
+The consumer fetches with a 5 ms wait so that consume time is close to append time.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import pickle
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+__all__ = ["SeenEvent", "StepWatcher"]
+
+_TERMINAL = {"error", "skipped"}
+_LAST_STEP = "5_medical_stored"
+
+
+@dataclass(frozen=True)
+class SeenEvent:
+    """One step event as the watcher saw it."""
+
+    id: str
+    step: str
+    status: str
+    event_time: float  # the CloudEvent `time`, epoch seconds
+    consumed_at: float  # epoch seconds
+    partition: int
+    offset: int
+
+    @property
+    def delivery(self) -> str:
+        """The event-id prefix shared by one delivery's events."""
+        return self.id.rsplit("/", 1)[0]
+
+    @property
+    def ends_chain(self) -> bool:
+        return self.status in _TERMINAL or self.step == _LAST_STEP
+
+
+def _watch(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    out: str,
+    stop: Event,
+    ended: Synchronized[int],
+    ready: Event,
+) -> None:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+        max_poll_records=5000,
+    )
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ready.set()
+    seen: list[SeenEvent] = []
+    idle_polls = 0
+    # After `stop`, drain what is already on the broker before leaving.
+    while not stop.is_set() or idle_polls < 3:
+        batches = consumer.poll(timeout_ms=50)
+        now = time.time()
+        idle_polls = 0 if batches else idle_polls + 1
+        count = 0
+        for tp, records in batches.items():
+            for record in records:
+                event = json.loads(record.value)
+                data = event["data"]
+                seen.append(
+                    SeenEvent(
+                        id=event["id"],
+                        step=data["step"],
+                        status=data["status"],
+                        event_time=datetime.fromisoformat(event["time"]).timestamp(),
+                        consumed_at=now,
+                        partition=tp.partition,
+                        offset=record.offset,
+                    )
+                )
+                count += seen[-1].ends_chain
+        if count:
+            with ended.get_lock():
+                ended.value += count
+    consumer.close()
+    Path(out).write_bytes(pickle.dumps(seen))
+
+
+class StepWatcher:
+    """Start with `start()`, read `ended` for chains ended so far, `stop()` for every event."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, workdir: Path) -> None:
+        context = mp.get_context("spawn")
+        self._out = workdir / f"seen-{topic}.pickle"
+        self._stop = context.Event()
+        self._ready = context.Event()
+        self._ended: Synchronized[int] = context.Value("q", 0)
+        self._process = context.Process(
+            target=_watch,
+            args=(bootstrap, topic, partitions, str(self._out)),
+            kwargs={"stop": self._stop, "ended": self._ended, "ready": self._ready},
+            daemon=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self) -> None:
+        self._process.start()
+        if not self._ready.wait(timeout=30):
+            msg = "the step watcher did not connect to Kafka within 30 s"
+            raise RuntimeError(msg)
+
+    @property
+    def ended(self) -> int:
+        """Chains ended so far (events that end a chain, counting repeats)."""
+        return int(self._ended.value)
+
+    def stop(self) -> list[SeenEvent]:
+        """Stop after draining the topic; return every event seen, in arrival order."""
+        self._stop.set()
+        self._process.join(timeout=120)
+        if self._process.is_alive():
+            self._process.kill()
+            msg = "the step watcher did not stop within 120 s"
+            raise RuntimeError(msg)
+        events: list[SeenEvent] = pickle.loads(self._out.read_bytes())
+        return events
