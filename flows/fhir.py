@@ -2,8 +2,8 @@
 
 The mapping is a table per kind (`FHIR_KINDS`): which stored value is the `valueQuantity`
 (none for the blood-pressure panel, whose values are all components) and the category.
-Everything else comes from the stored document as it is: the LOINC codes (`code`, and for
-SpO2 also the primary value's own code, so it carries 59408-5 and 2708-6), the UCUM units of
+Everything else comes from the stored document as it is: the LOINC codes (`codes`: for SpO2
+both 59408-5 and 2708-6), the UCUM units of
 `components`, `measured_at` as `effectiveDateTime`, `received_at` as `issued`, the device,
 the patient, and an `interpretation` per clinical flag. The resource id is the observation's
 deterministic `_id` (with `:` spelled `-`, the one character FHIR ids do not allow), so a
@@ -72,6 +72,8 @@ _FLAG_DIRECTION = {
     "bp_stage_1": "H",
     "bp_elevated": "H",
     "bp_hypotension": "L",
+    "bp_systolic_low_moderate": "L",
+    "bp_systolic_low": "L",
     "bradycardia_severe": "L",
     "bradycardia": "L",
     "tachycardia_severe": "H",
@@ -119,11 +121,9 @@ def kinds_for_code(code: str) -> list[ObservationKind]:
     if sep and system and system != LOINC_SYSTEM:
         return []
     found = []
-    for kind, fhir_kind in FHIR_KINDS.items():
+    for kind in FHIR_KINDS:
         coding = CODINGS[kind]
-        codes = {coding.code.code} if coding.code else set()
-        if fhir_kind.value is not None and coding.components.get(fhir_kind.value):
-            codes.add(coding.components[fhir_kind.value])
+        codes = {c.code for c in (coding.code, *coding.also) if c is not None}
         if bare in codes:
             found.append(kind)
     return found
@@ -187,10 +187,15 @@ def to_fhir_observation(doc: Document) -> Document | None:
     if fhir_kind is None or not isinstance(stored_code, dict):
         return None
     components: Document = doc.get("components") or {}
-    codings = [_loinc(stored_code["code"], stored_code.get("display"))]
     primary = components.get(fhir_kind.value) if fhir_kind.value else None
-    if primary and primary.get("code") and primary["code"] != stored_code["code"]:
-        codings.append(_loinc(primary["code"]))
+    # `codes` holds every coding of the observation (SpO2: 59408-5 and 2708-6); documents
+    # stored before it existed have only `code`, and their primary value's code says the rest.
+    stored_codes = doc.get("codes")
+    if not stored_codes:
+        stored_codes = [stored_code]
+        if primary and primary.get("code") and primary["code"] != stored_code.get("code"):
+            stored_codes.append({"code": primary["code"]})
+    codings = [_loinc(c["code"], c.get("display")) for c in stored_codes if c.get("code")]
     device_type, device_id = doc["device_type"], doc["device_id"]
     resource: Document = {
         "resourceType": "Observation",

@@ -67,6 +67,14 @@ def test_spo2_carries_both_loinc_codes_and_a_ucum_percentage() -> None:
     assert codes(observation.interpretation[0]) == ["N"]
 
 
+def test_spo2_stored_before_codes_existed_still_carries_both_codes() -> None:
+    doc = stored(ObservationKind.SPO2, {"spo2": 97})
+    del doc["codes"]
+    resource = to_fhir_observation(doc)
+    assert resource is not None
+    assert codes(validated(resource).code) == ["59408-5", "2708-6"]
+
+
 def test_blood_pressure_is_a_panel_with_components_and_interpretation_from_flags() -> None:
     doc = stored(ObservationKind.BLOOD_PRESSURE, {"systolic": 185, "diastolic": 95, "pulse": 80})
     resource = to_fhir_observation(doc)
