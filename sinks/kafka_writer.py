@@ -313,11 +313,12 @@ class KafkaWriter:
                 self._producer.flush(timeout=_WAIT_REPORT_S)
             except KafkaTimeoutError:
                 logger.warning(
-                    "Kafka at %s: waiting %.0f s for %d records to %s to be acknowledged",
+                    "Kafka at %s: %d records to %s not acknowledged after %.0f s; "
+                    "the flow waits until they are durable",
                     self._bootstrap,
-                    time.monotonic() - started,
                     count,
                     topic,
+                    time.monotonic() - started,
                 )
             except KafkaError:
                 # kafka-python's flush can give up early ("Future not done"); the futures
