@@ -462,12 +462,15 @@ def _profile(rng: random.Random) -> VitalProfile:
     hypertensive = rng.random() < 0.35
     diabetic = rng.random() < 0.3
     lungs = rng.random() < 0.15
+    # Usual values of a stable ward: treated hypertension sits in stage 1, treated diabetes
+    # a little high, chronic lung disease just below the normal SpO2 band; the simulator's
+    # episodes (connectors.vital_signs) make the alerts.
     return VitalProfile(
-        systolic_mmhg=rng.gauss(152, 8) if hypertensive else rng.gauss(118, 7),
-        diastolic_mmhg=rng.gauss(94, 5) if hypertensive else rng.gauss(76, 5),
-        heart_rate_bpm=rng.uniform(60, 88),
-        spo2_pct=rng.uniform(90, 93) if lungs else rng.uniform(96, 98.5),
-        glucose_mg_dl=rng.gauss(165, 20) if diabetic else rng.gauss(98, 8),
+        systolic_mmhg=rng.gauss(128, 2) if hypertensive else rng.gauss(116, 4),
+        diastolic_mmhg=rng.gauss(80, 2) if hypertensive else rng.gauss(72, 3),
+        heart_rate_bpm=rng.uniform(60, 84),
+        spo2_pct=rng.uniform(93.5, 95) if lungs else rng.uniform(96, 98.5),
+        glucose_mg_dl=rng.gauss(145, 10) if diabetic else rng.gauss(96, 6),
         body_temperature_c=rng.uniform(36.3, 36.9),
         weight_kg=rng.uniform(45, 98),
         uric_acid_umol_l=rng.uniform(240, 480),

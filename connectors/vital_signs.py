@@ -1,8 +1,16 @@
-"""Vital-sign values for the simulator: around each patient's profile, abnormal now and then.
+"""Vital-sign values for the simulator: a mostly stable ward, with rare abnormal episodes.
 
 The values are what a device would measure, before any family shapes them into a payload;
 every family draws from one `VitalSigns` over the stream's random generator, so the draws
 stay in the order the stream makes them.
+
+Readings scatter around each patient's usual values (`VitalProfile`, mostly inside the
+normal bands of `flows.thresholds`) with a measurement's own spread; now and then a reading
+falls in an abnormal band. The rates below are per reading and are chosen so that the demo's
+traffic (5 msg/s) raises an alert a few times a minute, while every alert the thresholds
+know of (each high or critical flag a simulated device can produce) still turns up within
+a few thousand readings of its kind. Milder deviations (elevated pressure, mild fever, mild
+tachycardia) are more common: they are flagged without being alerts.
 """
 
 from __future__ import annotations
@@ -11,7 +19,26 @@ import random
 
 from connectors.device_roster import VitalProfile
 
-__all__ = ["VitalSigns"]
+__all__ = ["EPISODE_RATES", "VitalSigns"]
+
+# Per reading: the chance that it belongs to each abnormal episode (in the order checked).
+EPISODE_RATES: dict[str, float] = {
+    "bp_crisis": 0.002,  # > 180 systolic: critical
+    "bp_stage_2": 0.010,  # >= 140 / >= 90: an alert (hypertensive patients twice as often)
+    "bp_hypotension": 0.003,  # <= 90 systolic: an alert (NEWS2 3)
+    "bp_low": 0.02,  # 91-110 systolic: flagged, not an alert (NEWS2 1-2)
+    "tachycardia_severe": 0.004,  # > 130 /min: an alert
+    "tachycardia": 0.03,  # 91-130 /min: flagged, not an alert
+    "bradycardia_severe": 0.0015,  # <= 40 /min: an alert
+    "spo2_low_severe": 0.004,  # <= 91 %: an alert (chronic lung disease: 1.5 %)
+    "spo2_low": 0.02,  # 92-95 %: flagged, not an alert
+    "fever": 0.02,  # 38.1-39.8 degC: flagged, not an alert
+    "hypothermia": 0.002,  # <= 35 degC: an alert
+    "hypoglycaemia": 0.012,  # 54-69 mg/dL: an alert (diabetic patients three times as often)
+    "hypoglycaemia_severe": 0.004,  # < 54 mg/dL: critical
+    "hyperglycaemia_severe": 0.03,  # > 250 mg/dL: an alert (diabetic patients only)
+}
+_R = EPISODE_RATES
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -27,33 +54,46 @@ class VitalSigns:
     def blood_pressure(self, profile: VitalProfile) -> tuple[int, int, int]:
         """Return systolic, diastolic (mmHg) and pulse (/min)."""
         r = self._rng
-        systolic = r.gauss(profile.systolic_mmhg, 7)
-        diastolic = r.gauss(profile.diastolic_mmhg, 5)
+        systolic = r.gauss(profile.systolic_mmhg, 4)
+        diastolic = r.gauss(profile.diastolic_mmhg, 3)
         episode = r.random()
-        if episode < (0.06 if profile.hypertensive else 0.04):
-            systolic += r.uniform(22, 40)
-            diastolic += r.uniform(10, 22)
-        elif episode > 0.98:
-            systolic, diastolic = r.uniform(82, 95), r.uniform(48, 60)
+        surge = _R["bp_stage_2"] * (2 if profile.hypertensive else 1)
+        if episode < _R["bp_crisis"]:
+            systolic, diastolic = r.uniform(182, 205), r.uniform(95, 118)
+        elif (episode := episode - _R["bp_crisis"]) < surge:
+            systolic, diastolic = r.uniform(141, 170), r.uniform(80, 100)
+        elif (episode := episode - surge) < _R["bp_hypotension"]:
+            systolic, diastolic = r.uniform(80, 90), r.uniform(45, 58)
+        elif episode - _R["bp_hypotension"] < _R["bp_low"]:
+            systolic, diastolic = r.uniform(92, 110), r.uniform(55, 68)
         systolic = _clamp(systolic, 70, 230)
         diastolic = _clamp(diastolic, 40, min(140, systolic - 15))
-        pulse = _clamp(r.gauss(profile.heart_rate_bpm, 6), 40, 160)
+        pulse = _clamp(r.gauss(profile.heart_rate_bpm, 4), 40, 160)
         return round(systolic), round(diastolic), round(pulse)
 
     def heart_rate(self, profile: VitalProfile) -> int:
-        """Return a heart rate in /min, occasionally tachycardic."""
+        """Return a heart rate in /min, now and then tachycardic, rarely very slow."""
         r = self._rng
-        rate = r.gauss(profile.heart_rate_bpm, 6)
-        if r.random() < 0.03:
-            rate = r.uniform(110, 140)
-        return round(_clamp(rate, 40, 180))
+        rate = r.gauss(profile.heart_rate_bpm, 4)
+        episode = r.random()
+        if episode < _R["tachycardia_severe"]:
+            rate = r.uniform(132, 150)
+        elif (episode := episode - _R["tachycardia_severe"]) < _R["bradycardia_severe"]:
+            rate = r.uniform(34, 40)
+        elif episode - _R["bradycardia_severe"] < _R["tachycardia"]:
+            rate = r.uniform(92, 125)
+        return round(_clamp(rate, 30, 180))
 
     def spo2(self, profile: VitalProfile) -> int:
         """Return SpO2 in %, with desaturations (more often with chronic lung disease)."""
         r = self._rng
-        value = r.gauss(profile.spo2_pct, 1.0)
-        if r.random() < (0.3 if profile.chronic_lung_disease else 0.03):
-            value = r.uniform(82, 89)
+        value = r.gauss(profile.spo2_pct, 0.7)
+        severe = _R["spo2_low_severe"] * (4 if profile.chronic_lung_disease else 1)
+        episode = r.random()
+        if episode < severe:
+            value = r.uniform(84, 91)
+        elif episode - severe < _R["spo2_low"]:
+            value = r.uniform(92, 95)
         return round(_clamp(value, 70, 100))
 
     def perfusion_index(self) -> int:
@@ -64,22 +104,29 @@ class VitalSigns:
         """Return blood glucose in mg/dL and the meal marker."""
         r = self._rng
         marker = r.choice(("Before Meal", "After Meal"))
-        value = r.gauss(profile.glucose_mg_dl, 15 if profile.diabetic else 8)
+        value = r.gauss(profile.glucose_mg_dl, 12 if profile.diabetic else 7)
         if marker == "After Meal":
-            value += r.uniform(10, 40)
+            value += r.uniform(10, 35)
+        low = _R["hypoglycaemia"] * (3 if profile.diabetic else 1)
+        high = _R["hyperglycaemia_severe"] if profile.diabetic else 0.0
         episode = r.random()
-        if episode < (0.08 if profile.diabetic else 0.015):
-            value = r.uniform(45, 68)
-        elif profile.diabetic and episode > 0.9:
-            value = r.uniform(250, 380)
+        if episode < _R["hypoglycaemia_severe"]:
+            value = r.uniform(40, 53)
+        elif (episode := episode - _R["hypoglycaemia_severe"]) < low:
+            value = r.uniform(55, 69)
+        elif episode - low < high:
+            value = r.uniform(255, 340)
         return round(_clamp(value, 30, 500)), marker
 
     def temperature(self, profile: VitalProfile) -> float:
         """Return body temperature in degC (two decimals), feverish now and then."""
         r = self._rng
-        value = r.gauss(profile.body_temperature_c, 0.2)
-        if r.random() < 0.05:
-            value = r.uniform(38.0, 39.8)
+        value = r.gauss(profile.body_temperature_c, 0.15)
+        episode = r.random()
+        if episode < _R["hypothermia"]:
+            value = r.uniform(34.6, 35.0)
+        elif episode - _R["hypothermia"] < _R["fever"]:
+            value = r.uniform(38.1, 39.8)
         return round(_clamp(value, 34.5, 42.0), 2)
 
     def weight(self, profile: VitalProfile) -> tuple[float, float]:

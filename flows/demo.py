@@ -49,8 +49,9 @@ __all__ = ["run_demo"]
 # The simulator and the seed must agree on the roster, or every message is an unknown device.
 ROSTER_SEED = 7
 ROSTER_PATIENTS = 12
-# Some SOS within the first minute at the default rate, still rare enough to stand out.
-SOS_FRACTION = 0.01
+# Emergencies are rare on a ward: about one every three minutes at the default 5 msg/s
+# (SOS and falls alike), against a few threshold alerts a minute (connectors.vital_signs).
+SOS_FRACTION = 0.001
 
 BROKER_READY_TIMEOUT = 20.0
 API_READY_TIMEOUT = 120.0

@@ -58,6 +58,7 @@ def build_flow(settings: Settings) -> Dataflow:
             partitions=settings.mqtt_partitions,
             share_group=settings.mqtt_share_group,
             inbox_size=settings.mqtt_inbox_size,
+            inbox_bytes=settings.mqtt_inbox_bytes,
             ca_file=settings.mqtt_ca_file,
         ),
     )

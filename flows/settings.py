@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     mqtt_share_group: str = "vitalflow"
     mqtt_partitions: int = Field(default=1, ge=1)
     mqtt_inbox_size: int = Field(default=20_000, ge=1)
+    # Received payload bytes waiting for the flow; with the count above, what bounds memory
+    # while the flow waits (e.g. for Kafka). One larger message is still taken.
+    mqtt_inbox_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     mqtt_ca_file: str | None = None
     # `vitalflow dlq replay` publishes under this prefix (see flows.replay_topic), and the
     # flow subscribes to it next to the device topics.
