@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
+from connectors.mqtt_inbox import MqttInbox
 from flows.model import Delivery, fingerprint
 
 __all__ = ["MqttSource", "MqttTarget"]
@@ -94,7 +95,7 @@ class _Received:
 @dataclass
 class _MqttPartition(StatefulSourcePartition[Delivery, None]):
     client: mqtt.Client
-    inbox: queue.Queue[_Received]
+    inbox: MqttInbox[_Received]
     batch_size: int
     connection: list[int]
     emitted: list[tuple[int, int, int]] = field(default_factory=list)
@@ -160,6 +161,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         partitions: int = 1,
         share_group: str = "vitalflow",
         inbox_size: int = 20_000,
+        inbox_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 1000,
         ca_file: str | None = None,
     ) -> None:
@@ -170,6 +172,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         self._partitions = partitions
         self._share_group = share_group
         self._inbox_size = inbox_size
+        self._inbox_bytes = inbox_bytes
         self._batch_size = batch_size
         self._ca_file = ca_file
 
@@ -181,7 +184,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
         # Un-acked messages live in the broker's session, not in our snapshots.
         del resume_state
-        inbox: queue.Queue[_Received] = queue.Queue(maxsize=self._inbox_size)
+        inbox: MqttInbox[_Received] = MqttInbox(self._inbox_size, self._inbox_bytes)
         connection = [0]
         subscriptions = [
             (f"$share/{self._share_group}/{t}" if self._partitions > 1 else t, self._qos)
@@ -234,9 +237,9 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
                 received_at=datetime.now(UTC),
                 message_id=fingerprint(topic, payload),
             )
-            # Blocking here when the inbox is full stops paho reading the socket: TCP
-            # backpressure reaches the broker instead of memory growing without bound.
-            inbox.put(_Received(connection[0], message.mid, message.qos, delivery))
+            # Blocking here when the inbox is full (in messages or bytes) stops paho reading
+            # the socket: TCP backpressure reaches the broker instead of memory growing.
+            inbox.put(_Received(connection[0], message.mid, message.qos, delivery), len(payload))
 
         def on_connect_fail(_client: mqtt.Client, _userdata: object) -> None:
             logger.warning(
