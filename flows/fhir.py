@@ -179,7 +179,7 @@ def _interpretation_concept(symbol: str, text: str | None) -> Document:
 def to_fhir_observation(doc: Document) -> Document | None:
     """Return the FHIR R4 Observation (as JSON) of a stored observation, None if it has none."""
     try:
-        kind = ObservationKind(doc.get("kind"))
+        kind = ObservationKind(str(doc.get("kind")))
     except ValueError:
         return None
     fhir_kind = FHIR_KINDS.get(kind)

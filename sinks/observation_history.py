@@ -315,7 +315,7 @@ def _summarise_in_python(
         held = doc.get("values") or {}
         for value in values:
             number = held.get(value)
-            if _number(number):
+            if isinstance(number, int | float) and not isinstance(number, bool):
                 numbers.setdefault(start, {}).setdefault(value, []).append(float(number))
     return [
         BucketSummary(
