@@ -8,6 +8,7 @@ while the flow process is still starting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
+from cloudevents.core.exceptions import CloudEventValidationError
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from connectors.mqtt_source import MqttTarget
 from flows.settings import DEFAULT_TOPICS
+from sinks.kafka_writer import CLOUDEVENTS_JSON, PLAIN_JSON
 
 TERMINAL = {"error", "skipped"}
 
@@ -214,10 +219,33 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
         deadline = time.monotonic() + 30
         while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(json.loads(r.value) for r in batch)
+                records.extend(conforming(r) for r in batch)
         return records
     finally:
         consumer.close()
+
+
+def conforming(record: ConsumerRecord) -> Any:
+    """Return a record's JSON once the official CloudEvents SDK agrees with its content type.
+
+    Step events say `application/cloudevents+json` and must parse as CloudEvents 1.0 with
+    the SDK (the oracle); dead letters say `application/json`, which a CloudEvents consumer
+    must not mistake for an event: no `ce_` headers, and the SDK refuses them as one.
+    """
+    headers = dict(record.headers or [])
+    value = json.loads(record.value)
+    message = KafkaMessage(headers, record.key, record.value)
+    if headers.get("content-type") == CLOUDEVENTS_JSON:
+        event = from_kafka_event(message)
+        assert event.get_specversion() == "1.0" and event.get_id() == value["id"]
+        assert event.get_type() == f"vitalflow.step.{value['data']['step']}"
+    else:
+        assert headers.get("content-type") == PLAIN_JSON, headers
+        assert not [name for name in headers if name.lower().startswith("ce_")], headers
+        with contextlib.suppress(CloudEventValidationError):
+            from_kafka_event(message)
+            raise AssertionError(f"a plain JSON record parses as a CloudEvent: {value}")
+    return value
 
 
 def wait_for(
