@@ -60,7 +60,7 @@ def services() -> Services:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=900,  # a cold first run builds FerretDB and fetches Kafka
+        timeout=900,  # a cold first run fetches the Kafka and mongo-java-server jars
         check=False,
     )
     if proc.returncode != 0:

@@ -21,11 +21,21 @@ VF_MONGO_PORT="${VITALFLOW_LOCAL_MONGO_PORT:-27017}"
 VF_KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' \
     "$VF_ROOT/deploy/kafka/pom.xml")
 VF_KAFKA_LIBS="$VF_CACHE/kafka-$VF_KAFKA_VERSION/libs"
+# mongo-java-server likewise: its jars and our compiled launcher (deploy/mongo/) live in
+# VF_MONGO_HOME/{libs,classes}, rebuilt when the pom or the launcher changes.
+VF_MONGO_VERSION=$(sed -n 's:.*<mongo-java-server.version>\(.*\)</mongo-java-server.version>.*:\1:p' \
+    "$VF_ROOT/deploy/mongo/pom.xml")
+VF_MONGO_HOME="$VF_CACHE/mongo-$VF_MONGO_VERSION"
+VF_MONGO_HEAP_OPTS="${VITALFLOW_LOCAL_MONGO_HEAP_OPTS:--Xms64m -Xmx512m}"
+# FerretDB is no longer a service here; `deploy/local/install ferretdb` still builds it for
+# tests/bench/bench_store.py.
 VF_FERRET_BIN="$VF_CACHE/ferretdb/ferretdb-vitalflow"
 VF_KAFKA_HEAP_OPTS="${VITALFLOW_LOCAL_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 
 # Services, in start order.
-VF_SERVICES=(mosquitto kafka ferretdb)
+VF_SERVICES=(mosquitto kafka mongo)
+# Services this run dir may still hold from an older checkout: `down` stops them too.
+VF_RETIRED_SERVICES=(ferretdb)
 
 vf_log() { printf '[vitalflow-local] %s\n' "$*" >&2; }
 vf_die() { printf '[vitalflow-local] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -40,7 +50,7 @@ vf_port() {
     case "$1" in
         mosquitto) echo "$VF_MQTT_PORT" ;;
         kafka) echo "$VF_KAFKA_PORT" ;;
-        ferretdb) echo "$VF_MONGO_PORT" ;;
+        mongo) echo "$VF_MONGO_PORT" ;;
     esac
 }
 
@@ -48,7 +58,7 @@ vf_logfile() {
     case "$1" in
         mosquitto) echo "$VF_RUN/mosquitto/mosquitto.log" ;;
         kafka) echo "$VF_RUN/kafka/server.log" ;;
-        ferretdb) echo "$VF_RUN/ferretdb/stdout.log" ;;
+        mongo) echo "$VF_RUN/mongo/stdout.log" ;;
     esac
 }
 
@@ -66,6 +76,7 @@ vf_pid_is() {
     case "$svc" in
         mosquitto) program=mosquitto main= ;;
         kafka) program=java main=kafka.Kafka ;;
+        mongo) program=java main=VitalflowMongoServer ;;
         ferretdb) program=ferretdb-vitalflow main= ;;
         *) return 1 ;;
     esac

@@ -4,9 +4,9 @@ Used by ``deploy/local/up`` and ``deploy/local/status``; runs in the project's v
 
 Each service is named ``NAME=ADDRESS``: ``mosquitto=127.0.0.1:1883`` (MQTT CONNECT answered
 by CONNACK), ``kafka=127.0.0.1:9092`` (cluster metadata from the admin API) and
-``ferretdb=127.0.0.1:27017`` (MongoDB ``ping``). ``--pid NAME=PID`` makes the wait for that
-service fail at once if the process dies. Exit status 0 when all are ready before
-``--timeout`` seconds, else 1, with one line per service on stderr either way.
+``mongo=127.0.0.1:27017`` (MongoDB ``ping``, then ``isMaster``). ``--pid NAME=PID`` makes
+the wait for that service fail at once if the process dies. Exit status 0 when all are ready
+before ``--timeout`` seconds, else 1, with one line per service on stderr either way.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def probe_kafka(addr: str) -> str:
 
 
 def probe_mongo(addr: str) -> str:
-    """Run the MongoDB ``ping`` command."""
+    """Run the MongoDB ``ping`` and ``isMaster`` (the legacy ``hello``) commands."""
     import pymongo
 
     host, port = _split_addr(addr)
@@ -93,16 +93,18 @@ def probe_mongo(addr: str) -> str:
     )
     try:
         client.admin.command("ping")
-        wire = client.admin.command("hello").get("maxWireVersion")
+        # The handshake under its legacy name: mongo-java-server has no `hello` (and logs a
+        # stack trace for each unknown command); MongoDB answers both.
+        hello = client.admin.command("isMaster")
     finally:
         client.close()
-    return f"ping ok, maxWireVersion {wire}"
+    return f"ping ok, maxWireVersion {hello.get('maxWireVersion')}"
 
 
 PROBES: dict[str, Callable[[str], str]] = {
     "mosquitto": probe_mqtt,
     "kafka": probe_kafka,
-    "ferretdb": probe_mongo,
+    "mongo": probe_mongo,
 }
 
 

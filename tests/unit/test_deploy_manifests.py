@@ -300,11 +300,12 @@ def test_kafka_image_is_the_version_the_tests_ran_against() -> None:
     assert compose_services()["kafka"]["image"] == f"apache/kafka:{version}"
 
 
-def test_ferretdb_image_is_the_version_the_tests_ran_against() -> None:
-    go_mod = (REPO / "deploy" / "ferretdb" / "go.mod").read_text()
-    found = re.search(r"^require github\.com/FerretDB/FerretDB v(\S+)$", go_mod, re.MULTILINE)
+def test_mongo_image_is_a_pinned_mongodb_6_or_later() -> None:
+    # The tests run on mongo-java-server; production runs MongoDB itself (DESIGN.md: only
+    # what MongoDB 6+ and the tested server share).
+    found = re.fullmatch(r"mongo:(\d+)\.(\d+)\.(\d+)", compose_services()["mongo"]["image"])
     assert found
-    assert compose_services()["ferretdb"]["image"] == f"ghcr.io/ferretdb/ferretdb:{found[1]}"
+    assert int(found[1]) >= 6
 
 
 def test_mosquitto_image_is_a_2_0_release() -> None:
@@ -433,7 +434,7 @@ def test_compose_services_reach_each_other_by_name() -> None:
         assert mqtt.hostname == "mosquitto", name
         assert str(mqtt.port) == mqtt_listener.split()[0], name
         mongo = urlsplit(env["VITALFLOW_MONGO_URL"])
-        assert mongo.hostname == "ferretdb", name
+        assert mongo.hostname == "mongo", name
         assert env["VITALFLOW_KAFKA_BOOTSTRAP"] == advertised, name
 
 
@@ -445,7 +446,7 @@ def test_compose_waits_for_dependencies_that_have_a_healthcheck() -> None:
             if condition["condition"] == "service_healthy":
                 assert "healthcheck" in services[target], f"{target} has no healthcheck"
     flow_waits = services["flow"]["depends_on"]
-    for target in ("mosquitto", "kafka", "ferretdb"):
+    for target in ("mosquitto", "kafka", "mongo"):
         assert flow_waits[target]["condition"] == "service_healthy"
 
 
@@ -478,7 +479,7 @@ def test_compose_demo_services_are_behind_the_demo_profile() -> None:
     services = compose_services()
     for name in ("seed", "simulator"):
         assert services[name]["profiles"] == ["demo"], name
-    for name in ("mosquitto", "kafka", "ferretdb", "flow", "api"):
+    for name in ("mosquitto", "kafka", "mongo", "flow", "api"):
         assert "profiles" not in services[name], name
 
 
