@@ -3,8 +3,10 @@
 A token's space-separated `scope` claim grants `events:all` (everything), `hospital:<id>`
 (events of that hospital's patients) or `patient:<id>` (events of that patient; repeatable).
 Events without a patient are visible to `events:all` only; a token with no grant sees nothing.
-Tokens are HS256 (the configured secret) or RS256 (the configured public key), and must carry
-`exp`. Auth is off only when the settings say so explicitly (`VITALFLOW_AUTH=off`).
+Tokens are HS256 (the configured secret) or RS256 (the configured public key, or the key an
+identity provider publishes at its JWKS URL under the token's `kid`), and must carry `exp`;
+with an issuer configured, also that `iss`. Auth is off only when the settings say so
+explicitly (`VITALFLOW_AUTH=off`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Header, HTTPException, Query, Request, status
+from jwt import PyJWKClient
+from jwt.exceptions import PyJWKClientConnectionError
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -25,6 +29,7 @@ __all__ = [
     "Access",
     "AuthConfigError",
     "InvalidTokenError",
+    "KeysUnavailableError",
     "TokenVerifier",
     "build_verifier",
     "require_access",
@@ -33,6 +38,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MIN_HMAC_KEY_BYTES = 32
+# A request waits this long at most for the identity provider's keys; they are cached for
+# `_JWKS_LIFESPAN_S`, and an unknown `kid` refetches them at most every 30 s (PyJWT's
+# cooldown), so a flood of made-up key ids cannot flood the provider.
+_JWKS_TIMEOUT_S = 5.0
+_JWKS_LIFESPAN_S = 300.0
 
 
 class AuthConfigError(ValueError):
@@ -41,6 +51,10 @@ class AuthConfigError(ValueError):
 
 class InvalidTokenError(Exception):
     """A token that is missing, malformed, badly signed or expired (an HTTP 401)."""
+
+
+class KeysUnavailableError(Exception):
+    """The identity provider's keys cannot be fetched, so no token can be checked (a 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +117,19 @@ def _scope_words(scope: object) -> list[str]:
 
 @dataclass(frozen=True)
 class TokenVerifier:
-    """Checks bearer tokens against the configured HS256 secret and/or RS256 public key."""
+    """Checks bearer tokens against the configured HS256 secret and/or RS256 keys.
+
+    RS256 keys are the configured public key and/or an identity provider's JWKS (`jwks`):
+    a token naming a `kid` is checked with the JWKS key of that id, one without with the
+    public key.
+    """
 
     secret: str | None = None
     public_key: str | None = None
     audience: str | None = None
     leeway_seconds: float = 0.0
+    issuer: str | None = None
+    jwks: PyJWKClient | None = None
 
     def verify(self, token: str) -> Access:
         """Return the token's access, or raise `InvalidTokenError`."""
@@ -120,18 +141,26 @@ class TokenVerifier:
         algorithm = str(header.get("alg"))
         # The key is chosen by the algorithm, and each key accepts only its own algorithm, so a
         # token signed with the public key as an HMAC secret can never pass.
-        key = {"HS256": self.secret, "RS256": self.public_key}.get(algorithm)
+        key: Any = self.secret if algorithm == "HS256" else None
+        if algorithm == "RS256":
+            kid = header.get("kid")
+            if self.jwks is not None and (kid is not None or self.public_key is None):
+                key = _jwks_key(self.jwks, kid)
+            else:
+                key = self.public_key
         if key is None:
             msg = f"tokens signed with {algorithm!r} are not accepted"
             raise InvalidTokenError(msg)
+        required = ["exp", "iss"] if self.issuer is not None else ["exp"]
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[algorithm],
                 audience=self.audience,
+                issuer=self.issuer,
                 leeway=self.leeway_seconds,
-                options={"require": ["exp"]},
+                options={"require": required},
             )
         except jwt.ExpiredSignatureError as exc:
             msg = "token expired"
@@ -142,11 +171,41 @@ class TokenVerifier:
         except jwt.InvalidSignatureError as exc:
             msg = "bad token signature"
             raise InvalidTokenError(msg) from exc
+        except jwt.InvalidIssuerError as exc:
+            msg = "token from another issuer"
+            raise InvalidTokenError(msg) from exc
         except jwt.PyJWTError as exc:
             msg = f"invalid token ({type(exc).__name__})"
             raise InvalidTokenError(msg) from exc
         # No claim grants nothing; a claim of `null` is a claim of the wrong type.
         return Access.from_scope(claims.get("scope", ""), expires_at=float(claims["exp"]))
+
+
+def _jwks_key(jwks: PyJWKClient, kid: object) -> Any:
+    """Return the RS256 key the identity provider publishes under `kid`."""
+    if not isinstance(kid, str) or not kid:
+        msg = "token names no key id (kid)"
+        raise InvalidTokenError(msg)
+    try:
+        # Cached; raises only when the provider cannot be reached or answers nonsense.
+        jwks.get_signing_keys()
+    except jwt.PyJWTError as exc:
+        msg = f"the identity provider's keys are unavailable ({type(exc).__name__})"
+        raise KeysUnavailableError(msg) from exc
+    try:
+        # Refetches the set (rotation) when the id is unknown, at most every 30 s.
+        jwk = jwks.get_signing_key(kid)
+    except PyJWKClientConnectionError as exc:
+        msg = f"the identity provider's keys are unavailable ({type(exc).__name__})"
+        raise KeysUnavailableError(msg) from exc
+    except jwt.PyJWTError as exc:
+        msg = "token signed with a key the identity provider does not publish"
+        raise InvalidTokenError(msg) from exc
+    # A key published for another algorithm (an EC key, an RS512 key) is not an RS256 key.
+    if jwk.algorithm_name != "RS256":
+        msg = f"key {kid!r} is not an RS256 key"
+        raise InvalidTokenError(msg)
+    return jwk.key
 
 
 def _read_public_key(value: str) -> str:
@@ -175,10 +234,11 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
         raise AuthConfigError(msg)
     secret = settings.jwt_secret or None
     public_key = _read_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
-    if secret is None and public_key is None:
+    jwks = _jwks_client(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+    if secret is None and public_key is None and jwks is None:
         msg = (
-            "VITALFLOW_AUTH=jwt needs VITALFLOW_JWT_SECRET (HS256) or VITALFLOW_JWT_PUBLIC_KEY "
-            "(RS256); set VITALFLOW_AUTH=off only for the demo"
+            "VITALFLOW_AUTH=jwt needs VITALFLOW_JWT_SECRET (HS256), VITALFLOW_JWT_PUBLIC_KEY "
+            "or VITALFLOW_JWT_JWKS_URL (RS256); set VITALFLOW_AUTH=off only for the demo"
         )
         raise AuthConfigError(msg)
     if secret is not None and len(secret.encode()) < _MIN_HMAC_KEY_BYTES:
@@ -187,7 +247,17 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
         secret=secret,
         public_key=public_key,
         audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer or None,
+        jwks=jwks,
     )
+
+
+def _jwks_client(url: str) -> PyJWKClient:
+    try:
+        return PyJWKClient(url, timeout=_JWKS_TIMEOUT_S, lifespan=_JWKS_LIFESPAN_S)
+    except jwt.PyJWTError as exc:
+        msg = f"VITALFLOW_JWT_JWKS_URL must be an http(s) URL: {exc}"
+        raise AuthConfigError(msg) from None
 
 
 def _unauthorized(reason: str) -> HTTPException:
@@ -226,3 +296,10 @@ def require_access(
         return verifier.verify(token)
     except InvalidTokenError as exc:
         raise _unauthorized(str(exc)) from None
+    except KeysUnavailableError as exc:
+        logger.warning("cannot check a token: %s", exc)
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=str(exc),
+            headers={"Retry-After": "5"},
+        ) from None

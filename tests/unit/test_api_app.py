@@ -248,9 +248,7 @@ def test_tokens_in_the_query_string_never_reach_the_access_log() -> None:
     assert "access_token=[redacted]&step=x" in line
 
 
-@pytest.mark.parametrize(
-    "name", ["access%5Ftoken", "%61ccess_token", "access%5ftoken"]
-)
+@pytest.mark.parametrize("name", ["access%5Ftoken", "%61ccess_token", "access%5ftoken"])
 def test_tokens_under_an_encoded_parameter_name_never_reach_the_access_log(
     client: TestClient, name: str
 ) -> None:
