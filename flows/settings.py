@@ -57,10 +57,6 @@ class Settings(BaseSettings):
     # every token must carry when set.
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
-    # An identity provider's signing keys (RS256, chosen by the token's `kid`), and the `iss`
-    # every token must carry when set.
-    jwt_jwks_url: str | None = None
-    jwt_issuer: str | None = None
     api_client_queue: int = Field(default=2000, ge=1)
     api_heartbeat_seconds: float = Field(default=15.0, gt=0)
     api_retry_ms: int = Field(default=3000, ge=0)
