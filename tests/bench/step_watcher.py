@@ -3,7 +3,8 @@
 It reads a step-events topic from the beginning while a benchmark runs and keeps, per event,
 its id, step, status, CloudEvent `time` and the wall-clock time it was consumed. A process of
 its own keeps its JSON decoding off the publisher's GIL and its CPU in a line of its own.
-The consumer fetches with a 5 ms wait so that consume time is close to append time.
+For latency runs the consumer fetches with a 5 ms wait, so that consume time is close to
+append time; throughput runs wait longer per fetch and cost less CPU.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _watch(
     topic: str,
     partitions: int,
     out: str,
+    deliveries: set[str],
+    fetch_wait_ms: int,
     stop: Event,
     ended: Synchronized[int],
     ready: Event,
@@ -60,7 +63,7 @@ def _watch(
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_wait_ms,
         max_poll_records=5000,
     )
     tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -90,7 +93,7 @@ def _watch(
                         offset=record.offset,
                     )
                 )
-                count += seen[-1].ends_chain
+                count += seen[-1].ends_chain and seen[-1].delivery in deliveries
         if count:
             with ended.get_lock():
                 ended.value += count
@@ -99,9 +102,21 @@ def _watch(
 
 
 class StepWatcher:
-    """Start with `start()`, read `ended` for chains ended so far, `stop()` for every event."""
+    """Start with `start()`, read `ended` for chains ended so far, `stop()` for every event.
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, workdir: Path) -> None:
+    `ended` counts only the chains of `deliveries` (event-id prefixes): the flow also handles
+    whatever else is published to the device topics meanwhile.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        workdir: Path,
+        deliveries: set[str],
+        fetch_wait_ms: int = 5,
+    ) -> None:
         context = mp.get_context("spawn")
         self._out = workdir / f"seen-{topic}.pickle"
         self._stop = context.Event()
@@ -109,7 +124,7 @@ class StepWatcher:
         self._ended: Synchronized[int] = context.Value("q", 0)
         self._process = context.Process(
             target=_watch,
-            args=(bootstrap, topic, partitions, str(self._out)),
+            args=(bootstrap, topic, partitions, str(self._out), deliveries, fetch_wait_ms),
             kwargs={"stop": self._stop, "ended": self._ended, "ready": self._ready},
             daemon=True,
         )
@@ -126,7 +141,7 @@ class StepWatcher:
 
     @property
     def ended(self) -> int:
-        """Chains ended so far (events that end a chain, counting repeats)."""
+        """Chains of `deliveries` ended so far (events that end a chain, counting repeats)."""
         return int(self._ended.value)
 
     def stop(self) -> list[SeenEvent]:
