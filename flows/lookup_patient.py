@@ -17,8 +17,7 @@ from typing import Any
 from pymongo.database import Database
 
 from flows.model import Envelope, Step, StepOutcome, StepStatus
-from sinks.backoff import call_with_backoff
-from sinks.mongo_database import TRANSIENT_MONGO_ERRORS
+from sinks.mongo_database import mongo_call
 
 __all__ = ["PatientLookup", "mask_key"]
 
@@ -96,7 +95,7 @@ class PatientLookup:
             def query() -> list[dict[str, Any]]:
                 return list(db[collection].find({"_id": {"$in": missing}}))
 
-            docs = call_with_backoff(query, f"{collection} lookup", TRANSIENT_MONGO_ERRORS)
+            docs = mongo_call(db, f"{collection} lookup", query)
             by_id = {d["_id"]: extract(d) for d in docs}
             for key in missing:
                 found[key] = by_id.get(key)

@@ -1,7 +1,7 @@
 """The vitalflow dataflow, top to bottom.
 
     MQTT -> receive (1) -> parse (2) -> look up patient (3) -> de-duplicate (2: duplicate)
-         -> enrich -> route by patient -> store (4, 5) -> step events -> Kafka `vitalflow.steps`
+         -> enrich -> store (4, 5) -> step events -> Kafka `vitalflow.steps`
                                                       -> dead letters -> Kafka `vitalflow.dlq`
 
 De-duplication runs after the lookup on purpose: a copy is a duplicate only if an earlier
@@ -10,58 +10,66 @@ delivery went on to be stored, so a copy of a message whose first delivery ended
 replay prefix (`flows.replay_topic`) and is never taken for a duplicate. A duplicate is still
 reported at step 2 and nothing of it is stored.
 
-`python -m bytewax.run flows.pipeline:flow` runs it with the configuration of the environment.
+Nothing connects or reads the environment at import: `vitalflow run` builds the flow from the
+settings the CLI read once (flags over environment), and Bytewax's own runner calls the
+`flow()` factory, `python -m bytewax.run flows.pipeline:flow`, which reads the environment
+then. The runner's flags decide recovery and the epoch interval, not VITALFLOW_* (README).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from pymongo.database import Database
 
 from connectors.mqtt_source import MqttSource
 from flows.dead_letters import dead_letters
 from flows.deduplicate import dedup_builder, device_key
 from flows.device_clock import ClockRule
 from flows.lookup_patient import PatientLookup
-from flows.model import Envelope
+from flows.model import Delivery
 from flows.observations import enrich_envelope
 from flows.parse_message import parse_envelope
 from flows.receive import receive
 from flows.settings import Settings
 from flows.step_events import step_events
-from flows.store import ObservationStore, store_key
+from flows.store import ObservationStore
 from flows.thresholds import Thresholds
 from sinks.event_logs import open_record_writer
 from sinks.mongo_database import open_database
-from sinks.record_sink import RecordSink
+from sinks.record_sink import Record, RecordSink
 
 __all__ = ["build_flow", "flow"]
 
+KeyedRecord = tuple[str, Record]
 
-def build_flow(settings: Settings) -> Dataflow:
-    """Return the dataflow configured by `settings`; nothing connects until it runs."""
-    database = partial(open_database, settings)
+
+def build_flow(
+    settings: Settings,
+    *,
+    source: Source[Delivery] | None = None,
+    steps_sink: Sink[KeyedRecord] | None = None,
+    dlq_sink: Sink[KeyedRecord] | None = None,
+    database: Callable[[], Database[dict[str, Any]]] | None = None,
+) -> Dataflow:
+    """Return the dataflow configured by `settings`; nothing connects until it runs.
+
+    `source`, the sinks and `database` replace the MQTT source, the Kafka (or embedded log)
+    sinks and the MongoDB connection, for tests that run the whole flow in process.
+    """
+    if database is None:
+        database = partial(open_database, settings)
     writer = partial(open_record_writer, settings)
     flow = Dataflow("vitalflow")
 
-    deliveries = op.input(
-        "mqtt",
-        flow,
-        MqttSource(
-            settings.mqtt_url,
-            settings.subscriptions,
-            qos=settings.mqtt_qos,
-            client_id=settings.mqtt_client_id,
-            partitions=settings.mqtt_partitions,
-            share_group=settings.mqtt_share_group,
-            inbox_size=settings.mqtt_inbox_size,
-            inbox_bytes=settings.mqtt_inbox_bytes,
-            ca_file=settings.mqtt_ca_file,
-        ),
-    )
+    deliveries = op.input("mqtt", flow, source or _mqtt_source(settings))
     received = op.map(
         "receive", deliveries, partial(receive, replay_prefix=settings.mqtt_replay_prefix)
     )
@@ -86,25 +94,32 @@ def build_flow(settings: Settings) -> Dataflow:
         op.key_rm("unkey", unique),
         partial(enrich_envelope, thresholds=Thresholds.load(settings.thresholds_file)),
     )
-    # FerretDB applies concurrent updates of one document without isolation (measured: four
-    # clients setting different fields of the same documents lost one in 9 of 50), so the
-    # writes for a patient, or for a device without one, are all made by one worker.
-    routed = op.key_rm(
-        "unkey_writer",
-        op.stateful_map("route_to_writer", op.key_on("by_writer", enriched, store_key), _no_state),
-    )
-    stored = op.flat_map_batch("store", routed, ObservationStore(database))
+    # No re-keying before the store: every message of a device is already on one worker (the
+    # de-dup step is keyed by device), and the writes that can meet across workers, a
+    # patient's `last_vitals`, are conditional statements the server applies atomically.
+    stored = op.flat_map_batch("store", enriched, ObservationStore(database))
 
     events = op.flat_map("step_events", stored, step_events)
-    op.output("steps_out", events, RecordSink(settings.steps_topic, writer))
+    op.output("steps_out", events, steps_sink or RecordSink(settings.steps_topic, writer))
     letters = op.flat_map("dead_letters", stored, dead_letters)
-    op.output("dlq_out", letters, RecordSink(settings.dlq_topic, writer))
+    op.output("dlq_out", letters, dlq_sink or RecordSink(settings.dlq_topic, writer))
     return flow
 
 
-def _no_state(_state: None, envelope: Envelope) -> tuple[None, Envelope]:
-    # Only the routing by key is wanted: no state is kept, so nothing is snapshotted.
-    return None, envelope
+def flow() -> Dataflow:
+    """Bytewax's runner entry point: the flow configured by the environment and `.env`."""
+    return build_flow(Settings())
 
 
-flow = build_flow(Settings())
+def _mqtt_source(settings: Settings) -> MqttSource:
+    return MqttSource(
+        settings.mqtt_url,
+        settings.subscriptions,
+        qos=settings.mqtt_qos,
+        client_id=settings.mqtt_client_id,
+        partitions=settings.mqtt_partitions,
+        share_group=settings.mqtt_share_group,
+        inbox_size=settings.mqtt_inbox_size,
+        inbox_bytes=settings.mqtt_inbox_bytes,
+        ca_file=settings.mqtt_ca_file,
+    )

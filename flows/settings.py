@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     mongo_url: str = "mongodb://127.0.0.1:27017"
     mongo_db: str = "vitalflow"
+    # The longest a single MongoDB call may wait for an answer before it is retried.
+    mongo_timeout_seconds: float = Field(default=30.0, gt=0)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     steps_topic: str = "vitalflow.steps"

@@ -1,8 +1,9 @@
 """Stages 4 and 5: latest vitals on the patient, then the observations, in bulk.
 
-Each batch costs a few bulk writes: device status upserts, `last_vitals` updates (one per
-patient, only with readings newer than what it holds: `flows.latest_vitals`), and one
-unordered insert of all observations. Every write is idempotent (deterministic `_id`s,
+Each batch costs three round trips at most: one bulk of device status upserts, one bulk of
+`last_vitals` updates (one conditional statement per patient and kind, only with readings
+newer than what it holds: `flows.latest_vitals`), and one unordered insert of all
+observations. Every write is idempotent (deterministic `_id`s,
 "newer than" conditions, `$set` upserts), so re-processing after a crash or a replay changes
 nothing.
 """
@@ -18,24 +19,12 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from flows.latest_vitals import UPDATE_CHUNK, update_latest_vitals
+from flows.latest_vitals import update_latest_vitals
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 from flows.step_events import SEVERITY_ORDER
-from sinks.backoff import call_with_backoff
-from sinks.mongo_database import TRANSIENT_MONGO_ERRORS, write_errors
+from sinks.mongo_database import mongo_call, write_errors
 
-__all__ = ["ObservationStore", "device_status_update", "store_key"]
-
-
-def store_key(envelope: Envelope) -> str:
-    """Return what the writes of an envelope are serialised on: its patient, else its device.
-
-    Every document the store updates belongs to one of them (`patients`, and `device_status`
-    of the patient's devices or of the unregistered device).
-    """
-    if envelope.patient_id is not None:
-        return f"patient/{envelope.patient_id}"
-    return f"device/{envelope.device_type}/{envelope.device_id}"
+__all__ = ["ObservationStore", "device_status_update"]
 
 
 class ObservationStore:
@@ -73,14 +62,14 @@ class ObservationStore:
             if update is not None:
                 key, fields = update
                 latest[key] = fields
+        if not latest:
+            return
         updates = [UpdateOne({"_id": k}, {"$set": f}, upsert=True) for k, f in latest.items()]
-        for start in range(0, len(updates), UPDATE_CHUNK):
-            chunk = updates[start : start + UPDATE_CHUNK]
-            call_with_backoff(
-                partial(db.device_status.bulk_write, chunk, ordered=False),
-                "device_status upsert",
-                TRANSIENT_MONGO_ERRORS,
-            )
+        mongo_call(
+            db,
+            "device_status upsert",
+            partial(db.device_status.bulk_write, updates, ordered=False),
+        )
 
     @staticmethod
     def _update_patients(db: Database[dict[str, Any]], ready: list[Envelope]) -> list[Envelope]:
@@ -118,7 +107,9 @@ class ObservationStore:
             documents.extend(envelope.observations)
             owners.extend([position] * len(envelope.observations))
         failures = write_errors(
-            lambda: db.observations.insert_many(documents, ordered=False), "observations insert"
+            db,
+            partial(db.observations.insert_many, documents, ordered=False),
+            "observations insert",
         )
         return _record(
             ready,

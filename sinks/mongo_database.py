@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -17,7 +17,9 @@ from pymongo.errors import (
 from flows.settings import Settings
 from sinks.backoff import call_with_backoff
 
-__all__ = ["TRANSIENT_MONGO_ERRORS", "open_database", "write_errors"]
+__all__ = ["TRANSIENT_MONGO_ERRORS", "mongo_call", "open_database", "server_name", "write_errors"]
+
+T = TypeVar("T")
 
 _DUPLICATE_KEY = 11000
 
@@ -45,22 +47,44 @@ def open_database(settings: Settings) -> Database[dict[str, Any]]:
             "Database[dict[str, Any]]",
             open_embedded_database(settings.mongo_url, settings.mongo_db),
         )
+    timeout_ms = int(settings.mongo_timeout_seconds * 1000)
+    # Every wait is bounded: a server that stops answering mid-call raises a network timeout
+    # (retried by `mongo_call`, every write being idempotent) instead of stalling the flow.
     client: MongoClient[dict[str, Any]] = MongoClient(
         settings.mongo_url,
         tz_aware=True,
         serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        socketTimeoutMS=timeout_ms,
         appname="vitalflow",
     )
     return client[settings.mongo_db]
 
 
-def write_errors(write: Callable[[], object], what: str) -> dict[int, str]:
-    """Run a bulk write, waiting out outages; return its errors by operation index.
+def server_name(db: Database[dict[str, Any]]) -> str:
+    """Return the servers and database `db` talks to, for logs (never with a password)."""
+    name = getattr(db, "name", "?")
+    try:
+        nodes = db.client.topology_description.server_descriptions()
+    except AttributeError:
+        return f"the embedded store/{name}"
+    return "mongodb " + ",".join(f"{host}:{port}" for host, port in nodes) + f"/{name}"
+
+
+def mongo_call(db: Database[dict[str, Any]], what: str, call: Callable[[], T]) -> T:
+    """Run one call on `db`, waiting out outages, reported while slow (`sinks.waiting`)."""
+    return call_with_backoff(call, what, TRANSIENT_MONGO_ERRORS, server=server_name(db))
+
+
+def write_errors(
+    db: Database[dict[str, Any]], write: Callable[[], object], what: str
+) -> dict[int, str]:
+    """Run a bulk write on `db`, waiting out outages; return its errors by operation index.
 
     A duplicate key counts as done: the document is there from an earlier pass.
     """
     try:
-        call_with_backoff(write, what, TRANSIENT_MONGO_ERRORS)
+        mongo_call(db, what, write)
     except BulkWriteError as exc:
         errors: dict[int, str] = {}
         for error in exc.details.get("writeErrors", []):
