@@ -8,6 +8,7 @@ broker keeps everything. An outage must not turn readings into step-5 errors or 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +62,36 @@ def test_a_database_outage_mid_stream_loses_nothing_and_fails_nothing(
     assert len({e["data"]["message_id"] for e in stored}) == 100
     assert read_topic(flow.kafka_bootstrap, flow.dlq_topic) == []
     assert "failed (" in flow.logs(), "the outage was not noticed"
+
+
+def test_a_store_that_stops_answering_is_reported_while_it_hangs_and_nothing_is_lost(
+    store: PrivateMongoServer, flow: FlowUnderTest
+) -> None:
+    # SIGSTOP keeps the server's sockets open but answers nothing: the way a wedged server
+    # looks to a client. The flow must say so while it waits, then carry on.
+    flow.mongo_url = store.url
+    flow.extra_env["VITALFLOW_MONGO_TIMEOUT_SECONDS"] = "8"
+    db = flow.db
+    register_bp_patient(db, "hung-patient")
+    flow.prepare_session()
+    flow.start()
+    publish(flow.mqtt_url, [bp_message(n) for n in range(20)])
+    wait_for(lambda: db.observations.count_documents({}) >= 40, 60, flow, "the first 20")
+
+    assert store.process is not None
+    store.process.send_signal(signal.SIGSTOP)
+    try:
+        publish(flow.mqtt_url, [bp_message(n) for n in range(20, 60)])
+        wait_for(lambda: "still waiting after" in flow.logs(), 30, flow, "a hung-call warning")
+        flow.assert_running()
+    finally:
+        store.process.send_signal(signal.SIGCONT)
+
+    wait_for(lambda: db.observations.count_documents({}) >= 120, 120, flow, "all 60")
+    time.sleep(2)
+    assert db.observations.count_documents({}) == 120
+    logs = flow.logs()
+    warning = next(line for line in logs.splitlines() if "still waiting after" in line)
+    assert f"127.0.0.1:{store.port}" in warning, warning
+    events = read_topic(flow.kafka_bootstrap, flow.steps_topic)
+    assert [e["data"]["step"] for e in events if e["data"]["status"] == "error"] == []
