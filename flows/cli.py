@@ -1,7 +1,9 @@
 """The `vitalflow` command line: run, api, simulate, seed, dlq replay, fhir export, demo.
 
-Every setting of `Settings` is also a flag (`VITALFLOW_MQTT_URL` is `--mqtt-url`); a flag
-given on the command line wins over the environment and `.env`.
+This module only parses and dispatches: the settings are built once here and handed to the
+command's function in `flows.commands.<command>`. Every setting of `Settings` is also a
+flag (`VITALFLOW_MQTT_URL` is `--mqtt-url`); a flag given on the command line wins over the
+environment and `.env`, even over an invalid value there.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from flows.settings import Settings, without_password
+from flows.settings import Settings
 
 __all__ = ["main"]
 
@@ -48,128 +50,77 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.run import cli_main
+# Each handler maps the parsed arguments of its command onto the command's function; the
+# commands are imported when chosen, so `vitalflow --help` loads none of Bytewax, uvicorn or Kafka.
 
-    from flows.pipeline import build_flow
 
-    settings = settings_from(args)
-    recovery = None
-    if settings.recovery_dir is not None:
-        directory = settings.recovery_dir
-        if not any(directory.glob("part-*.sqlite3")):
-            directory.mkdir(parents=True, exist_ok=True)
-            init_db_dir(directory, settings.workers)
-        recovery = RecoveryConfig(directory)
-    logger.info(
-        "vitalflow run: mqtt %s topics %s -> mongo db %s, events %s (recovery: %s)",
-        without_password(settings.mqtt_url),
-        ",".join(settings.subscriptions),
-        settings.mongo_db,
-        settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
-        settings.recovery_dir or "off",
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.run import run_dataflow
+
+    return run_dataflow(settings)
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.api import serve_api
+
+    return serve_api(settings)
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.simulate import simulate
+
+    return simulate(
+        settings,
+        rate=args.rate,
+        duration=args.duration,
+        count=args.count,
+        patients=args.patients,
+        seed=args.seed,
+        duplicate_fraction=args.duplicate_fraction,
+        malformed_fraction=args.malformed_fraction,
+        unknown_fraction=args.unknown_fraction,
+        sos_fraction=args.sos_fraction,
     )
-    try:
-        cli_main(
-            build_flow(settings),
-            workers_per_process=settings.workers,
-            epoch_interval=timedelta(seconds=settings.epoch_interval_seconds),
-            recovery_config=recovery,
-        )
-    except KeyboardInterrupt:
-        # Safe at any point: un-acked messages are redelivered on the next start.
-        logger.info("vitalflow run: interrupted; un-acked messages will be redelivered")
-        return 130
-    return 0
 
 
-def _api(args: argparse.Namespace) -> int:
-    from api.auth import AuthConfigError
-    from api.server import serve
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.seed import seed
 
-    try:
-        serve(settings_from(args))
-    except AuthConfigError as exc:
-        logger.error("vitalflow api: %s", exc)
-        return 2
-    return 0
+    return seed(settings, roster_seed=args.seed, patients=args.patients)
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from connectors.mqtt_publisher import MqttPublishError
-    from connectors.simulator import run_simulation
+def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.dlq_replay import replay
 
-    try:
-        report = run_simulation(
-            settings_from(args),
-            rate=args.rate,
-            duration=args.duration,
-            count=args.count,
-            patients=args.patients,
-            seed=args.seed,
-            duplicate_fraction=args.duplicate_fraction,
-            malformed_fraction=args.malformed_fraction,
-            unknown_fraction=args.unknown_fraction,
-            sos_fraction=args.sos_fraction,
-        )
-    except MqttPublishError as exc:
-        logger.error("vitalflow simulate: %s", exc)
-        return 1
-    print(report)
-    return 0 if report.complete else 1
+    return replay(
+        settings,
+        group_id=args.group_id,
+        from_beginning=args.from_beginning,
+        limit=args.limit,
+        codes=set(args.code) if args.code else None,
+        dry_run=args.dry_run,
+        timeout_s=args.timeout,
+    )
 
 
-def _seed(args: argparse.Namespace) -> int:
-    from flows.seed import seed_registry
+def _fhir_export(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.fhir_export import export
 
-    print(seed_registry(settings_from(args), seed=args.seed, patients=args.patients))
-    return 0
-
-
-def _dlq_replay(args: argparse.Namespace) -> int:
-    from connectors.mqtt_publisher import MqttPublishError
-    from flows.dlq_replay import replay_dead_letters
-
-    try:
-        report = replay_dead_letters(
-            settings_from(args),
-            group_id=args.group_id,
-            from_beginning=args.from_beginning,
-            limit=args.limit,
-            codes=set(args.code) if args.code else None,
-            dry_run=args.dry_run,
-            timeout_s=args.timeout,
-        )
-    except (MqttPublishError, ValueError) as exc:
-        logger.error("vitalflow dlq replay: %s", exc)
-        return 1
-    print(report)
-    return 0
+    return export(
+        settings, since=args.since, out=args.out, patient_id=args.patient, hospital_id=args.hospital
+    )
 
 
-def _fhir_export(args: argparse.Namespace) -> int:
-    from flows.fhir_export import export_observations
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.demo import run_demo
 
-    try:
-        report = export_observations(
-            settings_from(args),
-            since=args.since,
-            out=args.out,
-            patient_id=args.patient,
-            hospital_id=args.hospital,
-        )
-    except ValueError as exc:
-        logger.error("vitalflow fhir export: %s", exc)
-        return 2
-    print(report)
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from flows.demo import run_demo
-
-    return run_demo(args)
+    return run_demo(
+        settings,
+        data_dir=args.data_dir,
+        rate=args.rate,
+        duration=args.duration,
+        log_level=args.log_level,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.handler(args))
+        # Read once, here: every command gets these settings and reads no environment itself.
+        return int(args.handler(settings_from(args), args))
     except ValidationError as exc:
         # A setting with a value of the wrong kind: say which, without a traceback.
         logger.error("vitalflow %s: invalid configuration: %s", args.command, exc)

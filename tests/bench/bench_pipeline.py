@@ -58,11 +58,11 @@ from step_watcher import SeenEvent, StepWatcher
 from connectors.device_roster import Roster, roster
 from connectors.mqtt_source import MqttTarget
 from connectors.payload_factory import SimulatedMessage, payload_stream
+from flows.commands.seed import device_documents, patient_documents
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_reading
 from flows.model import fingerprint
 from flows.parse import parse_payload
-from flows.seed import device_documents, patient_documents
 from flows.settings import DEFAULT_TOPICS, Settings
 from flows.thresholds import Thresholds
 from sinks.kafka_writer import ensure_topics

@@ -22,8 +22,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from paho.mqtt.enums import CallbackAPIVersion
 
+from flows.commands.dlq_replay import replay_dead_letters
 from flows.dead_letters import dead_letters
-from flows.dlq_replay import replay_dead_letters
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.settings import Settings
 

@@ -1,8 +1,9 @@
 """The history API and FHIR search against the real MongoDB-wire server, and on the demo's store.
 
 Each test seeds a database of its own (`vf_test_<id>`) with pymongo, in the shapes the flow
-stores (`flows.observations`, `flows.latest_vitals`, `flows.store`, `flows.seed`), and reads
-it back through the app in-process (TestClient; the event feed is an empty SQLite log).
+stores (`flows.observations`, `flows.latest_vitals`, `flows.store`,
+`flows.commands.seed`), and reads it back through the app in-process (TestClient; the event
+feed is an empty SQLite log).
 """
 
 from __future__ import annotations

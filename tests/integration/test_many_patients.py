@@ -18,7 +18,7 @@ from connectors.device_roster import roster
 from connectors.kati_messages import KatiMessages
 from connectors.simulated_message import encode_body
 from connectors.vital_signs import VitalSigns
-from flows.seed import register_device, register_patient, write_roster
+from flows.commands.seed import register_device, register_patient, write_roster
 
 pytestmark = pytest.mark.integration
 

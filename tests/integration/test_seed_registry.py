@@ -16,7 +16,7 @@ import pytest
 
 from connectors.device_roster import roster
 from connectors.payload_factory import payload_stream, simulated_clock
-from flows.seed import register_device, seed_registry
+from flows.commands.seed import register_device, seed_registry
 from flows.settings import Settings
 
 pytestmark = pytest.mark.integration

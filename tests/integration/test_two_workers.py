@@ -19,7 +19,7 @@ from pipeline_harness import FlowUnderTest, publish, read_topic, terminal_count,
 
 from connectors.device_roster import roster
 from connectors.payload_factory import payload_stream, simulated_clock
-from flows.seed import write_roster
+from flows.commands.seed import write_roster
 from flows.settings import Settings
 
 MESSAGES = 800

@@ -7,8 +7,8 @@ import time
 
 from pipeline_harness import FlowUnderTest, publish, read_topic, wait_for
 
-from flows.dlq_replay import replay_dead_letters
-from flows.seed import register_device
+from flows.commands.dlq_replay import replay_dead_letters
+from flows.commands.seed import register_device
 from flows.settings import Settings
 
 IMEI = "868888000011112"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from connectors.device_roster import roster
-from flows.seed import (
+from flows.commands.seed import (
     device_documents,
     patient_documents,
     register_device,

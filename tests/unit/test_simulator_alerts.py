@@ -16,7 +16,7 @@ import pytest
 
 from connectors.device_roster import roster
 from connectors.payload_factory import payload_stream, simulated_clock
-from flows.demo import ROSTER_PATIENTS, ROSTER_SEED, SOS_FRACTION
+from flows.commands.demo import ROSTER_PATIENTS, ROSTER_SEED, SOS_FRACTION
 from flows.device_clock import ClockRule
 from flows.enrich import EVENT_FLAGS, enrich_reading
 from flows.parse import parse_payload

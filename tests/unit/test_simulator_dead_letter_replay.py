@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from kafka.structs import TopicPartition
 
-import flows.dlq_replay as dlq_replay
+import flows.commands.dlq_replay as dlq_replay
 from connectors.mqtt_publisher import MqttPublishError
+from flows.commands.dlq_replay import DeadLetterDecodeError, decode_dead_letter, replay_dead_letters
 from flows.dead_letters import dead_letters
-from flows.dlq_replay import DeadLetterDecodeError, decode_dead_letter, replay_dead_letters
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.settings import Settings
 from sinks.event_log import SqliteEventLog

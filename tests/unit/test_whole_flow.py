@@ -22,9 +22,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.device_roster import roster
 from connectors.payload_factory import payload_stream
 from connectors.simulated_message import SimulatedMessage
+from flows.commands.seed import write_roster
 from flows.model import Delivery, fingerprint
 from flows.pipeline import build_flow
-from flows.seed import write_roster
 from flows.settings import Settings
 from sinks.mongo_database import open_database
 

@@ -37,6 +37,7 @@ __all__ = [
     "patient_documents",
     "register_device",
     "register_patient",
+    "seed",
     "seed_registry",
     "write_roster",
 ]
@@ -70,6 +71,12 @@ class SeedReport:
             f"{self.hospitals} hospitals ({self.patients_inserted} new), "
             f"{self.devices} device identifiers ({self.devices_inserted} new)"
         )
+
+
+def seed(settings: Settings, *, roster_seed: int, patients: int) -> int:
+    """`vitalflow seed`: register the roster and print what was added; return the exit code."""
+    print(seed_registry(settings, seed=roster_seed, patients=patients))
+    return 0
 
 
 def seed_registry(

@@ -11,6 +11,7 @@ place: a reader never sees half of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,9 @@ from flows.fhir import FHIR_KINDS, to_fhir_observation
 from flows.settings import Settings
 from sinks.mongo_database import open_database
 
-__all__ = ["ExportReport", "export_observations", "write_fhir_ndjson"]
+__all__ = ["ExportReport", "export", "export_observations", "write_fhir_ndjson"]
+
+logger = logging.getLogger("vitalflow")
 
 Document = dict[str, Any]
 
@@ -38,6 +41,26 @@ class ExportReport:
 
     def __str__(self) -> str:
         return f"wrote {self.resources} FHIR Observations of {self.patients} patients to {self.out}"
+
+
+def export(
+    settings: Settings,
+    *,
+    since: datetime,
+    out: Path,
+    patient_id: str | None,
+    hospital_id: str | None,
+) -> int:
+    """`vitalflow fhir export`: write the file and print what it holds; return the exit code."""
+    try:
+        report = export_observations(
+            settings, since=since, out=out, patient_id=patient_id, hospital_id=hospital_id
+        )
+    except ValueError as exc:
+        logger.error("vitalflow fhir export: %s", exc)
+        return 2
+    print(report)
+    return 0
 
 
 def export_observations(

@@ -22,7 +22,6 @@ A part that dies on its own is reported, with the end of its log, and everything
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import os
@@ -41,7 +40,7 @@ from types import FrameType
 from typing import IO, Any
 
 from connectors.embedded_broker import READY_PREFIX
-from flows.cli import settings_from
+from flows.commands.seed import seed_registry
 from flows.settings import Settings, without_password
 
 __all__ = ["run_demo"]
@@ -195,8 +194,7 @@ class _Plan:
     embedded_log: bool
 
 
-def _plan(args: argparse.Namespace, data_dir: Path) -> _Plan:
-    settings = settings_from(args)
+def _plan(settings: Settings, data_dir: Path) -> _Plan:
     given = set(settings.model_fields_set)
     overrides: dict[str, Any] = {}
     embedded_store = "mongo_url" not in given
@@ -390,21 +388,27 @@ def _signals_to(stop: _StopRequest) -> Iterator[None]:
 
 
 def _seed(settings: Settings) -> str:
-    from flows.seed import seed_registry
-
     return str(seed_registry(settings, seed=ROSTER_SEED, patients=ROSTER_PATIENTS))
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run `vitalflow demo` until Ctrl-C, `--duration` or a part's failure; return the exit code.
+def run_demo(
+    settings: Settings,
+    *,
+    data_dir: Path,
+    rate: float,
+    duration: float | None = None,
+    log_level: str = "INFO",
+) -> int:
+    """Run `vitalflow demo` until Ctrl-C, `duration` or a part's failure; return the exit code.
 
-    0 after a requested stop, 1 when a part failed, 2 when the API port is taken.
+    `settings` are the ones the user gave (flags over environment): what they set is used,
+    every other service is embedded. 0 after a requested stop, 1 when a part failed, 2 when
+    the API port is taken.
     """
-    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir = data_dir.expanduser().resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    plan = _plan(args, data_dir)
+    plan = _plan(settings, data_dir)
     settings = plan.settings
-    log_level = str(getattr(args, "log_level", "INFO"))
     if not _port_free(settings.api_host, settings.api_port):
         print(
             f"vitalflow demo: {settings.api_host}:{settings.api_port} is already in use; "
@@ -417,7 +421,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with _signals_to(stop):
         try:
-            return _run(args, plan, supervisor, data_dir, log_level, started)
+            return _run(plan, supervisor, data_dir, rate, duration, log_level, started)
         except _PartFailed as failure:
             message, child = failure.args
             print(f"\nvitalflow demo: {message}", file=sys.stderr)
@@ -434,10 +438,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _run(
-    args: argparse.Namespace,
     plan: _Plan,
     supervisor: _Supervisor,
     data_dir: Path,
+    rate: float,
+    duration: float | None,
     log_level: str,
     started: float,
 ) -> int:
@@ -477,7 +482,6 @@ def _run(
     if supervisor.stop.requested:
         return 0
 
-    rate = float(args.rate)
     for name, argv, log in (
         ("dataflow", _vitalflow("run", log_level=log_level), "flow.log"),
         ("API", _vitalflow("api", log_level=log_level), "api.log"),
@@ -507,11 +511,11 @@ def _run(
     print(_summary(plan, children, data_dir, dashboard, rate), flush=True)
     print(f"vitalflow demo: up in {time.monotonic() - started:.1f} s", flush=True)
 
-    deadline = None if args.duration is None else time.monotonic() + float(args.duration)
+    deadline = None if duration is None else time.monotonic() + duration
     while not supervisor.stop.requested:
         supervisor.check()
         if deadline is not None and time.monotonic() >= deadline:
-            print(f"vitalflow demo: {float(args.duration):g} s are up, stopping", flush=True)
+            print(f"vitalflow demo: {duration:g} s are up, stopping", flush=True)
             break
         time.sleep(_POLL)
     return 0

@@ -45,6 +45,7 @@ __all__ = [
     "DeadLetterDecodeError",
     "ReplayReport",
     "decode_dead_letter",
+    "replay",
     "replay_dead_letters",
 ]
 
@@ -186,6 +187,34 @@ def _payload_bytes(record: dict[str, Any]) -> bytes:
             raise DeadLetterDecodeError(msg) from None
     msg = f"unknown payload_encoding {encoding!r}"
     raise DeadLetterDecodeError(msg)
+
+
+def replay(
+    settings: Settings,
+    *,
+    group_id: str,
+    from_beginning: bool,
+    limit: int | None,
+    codes: set[str] | None,
+    dry_run: bool,
+    timeout_s: float,
+) -> int:
+    """`vitalflow dlq replay`: replay and print what was replayed; return the exit code."""
+    try:
+        report = replay_dead_letters(
+            settings,
+            group_id=group_id,
+            from_beginning=from_beginning,
+            limit=limit,
+            codes=codes,
+            dry_run=dry_run,
+            timeout_s=timeout_s,
+        )
+    except (MqttPublishError, ValueError) as exc:
+        logger.error("vitalflow dlq replay: %s", exc)
+        return 1
+    print(report)
+    return 0
 
 
 def replay_dead_letters(

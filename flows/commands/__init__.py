@@ -1,0 +1,1 @@
+"""The application layer: one module per `vitalflow` command, given the settings the CLI read."""
