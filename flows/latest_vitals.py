@@ -1,24 +1,29 @@
 """Stage 4's write: `patients.last_vitals.<kind>` moves to the newest reading, never back.
 
-One conditional update per (patient, kind) that has a reading in the batch, all in one
-unordered bulk write: each statement carries its own "newer than what is held" condition, so
-it needs no read first, and two workers (or a replay racing live traffic) writing the same
-patient cannot move a kind backwards: the server evaluates the condition and applies the
-`$set` on one document atomically (MongoDB, and the local mongo-java-server, both do; the
-earlier FerretDB did not, which is why this module used to read, guard and retry).
+Writes cost by the statement (mongo-java-server's H2 backend rewrites the whole patient
+document for each), so the common case costs one read and one statement per patient, not one
+per (patient, kind): the batch reads what its patients hold (one `$in` query), then `$set`s
+every kind a patient has a newer reading of, guarded by the `measured_at` values it read. If
+another writer changed a patient in between (a second worker, a replay), its guard misses;
+the server does not say which did, so every target of the batch is then written again by one
+conditional statement per (patient, kind), which needs no read and cannot move a kind back
+(the server applies each statement to its document atomically, as MongoDB does). Both rounds
+are idempotent.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
-from sinks.mongo_database import write_errors
+from sinks.mongo_database import mongo_call, write_errors
 
-__all__ = ["latest_vitals", "update_latest_vitals"]
+__all__ = ["conditional_update", "latest_vitals", "update_latest_vitals"]
 
 Target = tuple[str, str]  # (patient_id, kind)
 
@@ -44,12 +49,36 @@ def update_latest_vitals(
     """
     if not newest:
         return {}
-    order = list(newest)
-    operations = [conditional_update(p, k, newest[p, k]) for p, k in order]
-    errors = write_errors(
-        db, partial(db.patients.bulk_write, operations, ordered=False), "patients update"
-    )
-    return {order[index]: error for index, error in errors.items()}
+    by_patient: dict[str, dict[str, dict[str, Any]]] = {}
+    for (patient, kind), doc in newest.items():
+        by_patient.setdefault(patient, {})[kind] = doc
+    held = _held(db, list(by_patient))
+    patients: list[str] = []
+    operations: list[UpdateOne] = []
+    for patient, kinds in by_patient.items():
+        if patient not in held:
+            continue
+        newer = {k: d for k, d in kinds.items() if _is_newer(d["measured_at"], held[patient], k)}
+        if newer:
+            patients.append(patient)
+            operations.append(_guarded_update(patient, newer, held[patient]))
+    if not operations:
+        return {}
+    matched, errors = _guarded_write(db, operations)
+    failures = {
+        (patients[i], kind): error
+        for i, error in errors.items()
+        for kind in by_patient[patients[i]]
+    }
+    if matched < len(operations) - len(errors):
+        # A guard missed: someone wrote in between. One statement per kind settles it.
+        retry = {t: d for t, d in newest.items() if t not in failures and t[0] in held}
+        order = list(retry)
+        statements = [conditional_update(p, k, retry[p, k]) for p, k in order]
+        write = partial(db.patients.bulk_write, statements, ordered=False)
+        for index, error in write_errors(db, write, "patients update").items():
+            failures[order[index]] = error
+    return failures
 
 
 def conditional_update(patient_id: str, kind: str, doc: dict[str, Any]) -> UpdateOne:
@@ -65,3 +94,62 @@ def conditional_update(patient_id: str, kind: str, doc: dict[str, Any]) -> Updat
         },
         {"$set": {field: latest_vitals(doc)}},
     )
+
+
+def _held(db: Database[dict[str, Any]], patients: list[str]) -> dict[str, dict[str, datetime]]:
+    """Return, for each existing patient, the `measured_at` of each kind it holds."""
+
+    def query() -> list[dict[str, Any]]:
+        return list(db.patients.find({"_id": {"$in": patients}}, {"last_vitals": 1}))
+
+    held: dict[str, dict[str, datetime]] = {}
+    for doc in mongo_call(db, "patients read", query):
+        vitals = doc.get("last_vitals")
+        entries = vitals.items() if isinstance(vitals, dict) else ()
+        held[doc["_id"]] = {
+            kind: entry["measured_at"]
+            for kind, entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("measured_at"), datetime)
+        }
+    return held
+
+
+def _is_newer(measured_at: datetime, held: dict[str, datetime], kind: str) -> bool:
+    current = held.get(kind)
+    if current is None:
+        return True
+    # BSON dates keep milliseconds: compare at that precision, or a reading would look newer
+    # than its own stored copy and be written again.
+    stored = measured_at.replace(microsecond=measured_at.microsecond // 1000 * 1000)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return stored > current
+
+
+def _guarded_update(
+    patient: str, newer: dict[str, dict[str, Any]], held: dict[str, datetime]
+) -> UpdateOne:
+    guard: dict[str, Any] = {"_id": patient}
+    for kind in newer:
+        current = held.get(kind)
+        guard[f"last_vitals.{kind}.measured_at"] = (
+            current if current is not None else {"$exists": False}
+        )
+    fields = {f"last_vitals.{kind}": latest_vitals(doc) for kind, doc in newer.items()}
+    return UpdateOne(guard, {"$set": fields})
+
+
+def _guarded_write(
+    db: Database[dict[str, Any]], operations: list[UpdateOne]
+) -> tuple[int, dict[int, str]]:
+    """Run the guarded updates; return how many matched and the write errors by index."""
+    write = partial(db.patients.bulk_write, operations, ordered=False)
+    try:
+        result = mongo_call(db, "patients update", write)
+    except BulkWriteError as exc:
+        errors = {
+            int(e["index"]): f"patients update: {e.get('errmsg', 'write error')}"
+            for e in exc.details.get("writeErrors", [])
+        }
+        return int(exc.details.get("nMatched", 0)), errors
+    return result.matched_count, {}

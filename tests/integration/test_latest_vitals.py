@@ -16,7 +16,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from flows.latest_vitals import update_latest_vitals
+import flows.latest_vitals as latest
+from flows.latest_vitals import latest_vitals, update_latest_vitals
 from sinks.embedded_store import open_embedded_database
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,32 @@ def test_the_same_reading_again_changes_nothing(db: Database[dict[str, Any]]):
     before = db.patients.find_one({"_id": "p1"})
     assert update_latest_vitals(db, targets) == {}
     assert db.patients.find_one({"_id": "p1"}) == before
+
+
+def test_a_write_in_between_is_caught_and_the_newest_reading_still_wins(
+    db: Database[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+):
+    db.patients.insert_many([{"_id": "p1"}, {"_id": "p2"}])
+    read_for_real = latest._held
+
+    def stale_read(database: Database[dict[str, Any]], patients: list[str]) -> Any:
+        snapshot = read_for_real(database, patients)
+        # Another worker stores a newer SpO2 for p1 right after our read: our guard misses.
+        newer = observation("p1", "spo2", T0 + timedelta(hours=1), 88)
+        database.patients.update_one(
+            {"_id": "p1"}, {"$set": {"last_vitals.spo2": latest_vitals(newer)}}
+        )
+        return snapshot
+
+    monkeypatch.setattr(latest, "_held", stale_read)
+    ours = {
+        ("p1", "spo2"): observation("p1", "spo2", T0, 97),
+        ("p1", "heart_rate"): observation("p1", "heart_rate", T0, 70),
+        ("p2", "spo2"): observation("p2", "spo2", T0, 95),
+    }
+    assert update_latest_vitals(db, ours) == {}
+    assert held(db, "p1") == {"spo2": 88, "heart_rate": 70}
+    assert held(db, "p2") == {"spo2": 95}
 
 
 def test_an_older_reading_never_replaces_a_newer_one(db: Database[dict[str, Any]]):
