@@ -3,6 +3,7 @@
     MQTT -> receive (1) -> parse (2) -> look up patient (3) -> de-duplicate (2: duplicate)
          -> enrich -> store (4, 5) -> step events -> Kafka `vitalflow.steps`
                                                       -> dead letters -> Kafka `vitalflow.dlq`
+                                                      -> alerts -> Kafka `vitalflow.alerts`
 
 De-duplication runs after the lookup on purpose: a copy is a duplicate only if an earlier
 delivery went on to be stored, so a copy of a message whose first delivery ended in an error
@@ -30,6 +31,7 @@ from bytewax.outputs import Sink
 from pymongo.database import Database
 
 from connectors.mqtt_source import MqttSource
+from flows.alerts import alert_records
 from flows.dead_letters import dead_letters
 from flows.deduplicate import dedup_builder, device_key
 from flows.device_clock import ClockRule
@@ -57,6 +59,7 @@ def build_flow(
     source: Source[Delivery] | None = None,
     steps_sink: Sink[KeyedRecord] | None = None,
     dlq_sink: Sink[KeyedRecord] | None = None,
+    alerts_sink: Sink[KeyedRecord] | None = None,
     database: Callable[[], Database[dict[str, Any]]] | None = None,
 ) -> Dataflow:
     """Return the dataflow configured by `settings`; nothing connects until it runs.
@@ -103,6 +106,8 @@ def build_flow(
     op.output("steps_out", events, steps_sink or RecordSink(settings.steps_topic, writer))
     letters = op.flat_map("dead_letters", stored, dead_letters)
     op.output("dlq_out", letters, dlq_sink or RecordSink(settings.dlq_topic, writer))
+    alerts = op.flat_map("alerts", stored, alert_records)
+    op.output("alerts_out", alerts, alerts_sink or RecordSink(settings.alerts_topic, writer))
     return flow
 
 

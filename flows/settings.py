@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     steps_topic: str = "vitalflow.steps"
     dlq_topic: str = "vitalflow.dlq"
+    # One CloudEvent per alerting observation, keyed by patient (flows.alerts).
+    alerts_topic: str = "vitalflow.alerts"
+    # `vitalflow alerts webhook` POSTs each alert here, signed with the secret (HMAC-SHA256).
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
+    alert_webhook_group: str = "vitalflow-alert-webhook"
     steps_partitions: int = Field(default=3, ge=1)
     # `sqlite:///path` replaces Kafka by the embedded event log (the demo); None means Kafka.
     event_log_url: str | None = None

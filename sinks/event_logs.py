@@ -1,4 +1,4 @@
-"""Choosing where step events and dead letters go: Kafka, or the embedded SQLite log."""
+"""Choosing where step events, dead letters and alerts go: Kafka, or the embedded SQLite log."""
 
 from __future__ import annotations
 
@@ -19,10 +19,18 @@ def open_record_writer(settings: Settings) -> RecordWriter:
         return SqliteEventLog(settings.event_log_url.removeprefix(SQLITE_PREFIX))
     ensure_topics(
         settings.kafka_bootstrap,
-        {settings.steps_topic: settings.steps_partitions, settings.dlq_topic: 1},
+        {
+            settings.steps_topic: settings.steps_partitions,
+            settings.dlq_topic: 1,
+            settings.alerts_topic: 1,
+        },
     )
-    # Step events are CloudEvents; dead letters are plain JSON records (see README).
+    # Step events and alerts are CloudEvents; dead letters are plain JSON records (see README).
     return KafkaWriter(
         settings.kafka_bootstrap,
-        {settings.steps_topic: CLOUDEVENTS_JSON, settings.dlq_topic: PLAIN_JSON},
+        {
+            settings.steps_topic: CLOUDEVENTS_JSON,
+            settings.dlq_topic: PLAIN_JSON,
+            settings.alerts_topic: CLOUDEVENTS_JSON,
+        },
     )
