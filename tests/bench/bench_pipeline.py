@@ -1,6 +1,6 @@
 """Benchmark: `vitalflow run` end to end against the real local services; prints, asserts nothing.
 
-Traffic is the simulator's (`connectors.payload_factory`): all three device families in its
+Traffic is the simulator's (`flows.simulator.payload_factory`): all three device families in its
 realistic mix, from `--patients` distinct patients (default 1,000; each has an AVA4 gateway
 with its BLE devices and a Kati watch, every other one a citizen card for the kiosks), with
 its duplicates, malformed and unknown-device messages. The roster is registered in each run's
@@ -23,7 +23,7 @@ own database first. Every run gets its own database, Kafka topics and MQTT sessi
 Each phase prints the CPU each process used (the flow, the services found by port, the
 benchmark's own helpers) and, with `--profile`, where the flow spent its time (py-spy).
 
-    .venv/bin/python tests/bench/bench_pipeline.py --messages 20000 --patients 1000 \\
+    .venv/bin/python tests/bench/bench_pipeline.py --messages 10000 \\
         --epoch-interval 1.0 0.1 --rate 100 1000 --baseline naive --profile
 """
 
@@ -55,15 +55,15 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from step_watcher import SeenEvent, StepWatcher
 
-from connectors.device_roster import Roster, roster
 from connectors.mqtt_source import MqttTarget
-from connectors.payload_factory import SimulatedMessage, payload_stream
-from flows.commands.seed import device_documents, patient_documents
+from flows.commands.seed import device_documents, write_roster
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_reading
 from flows.model import fingerprint
 from flows.parse import parse_payload
 from flows.settings import DEFAULT_TOPICS, Settings
+from flows.simulator.device_roster import Roster, roster
+from flows.simulator.payload_factory import SimulatedMessage, payload_stream
 from flows.thresholds import Thresholds
 from sinks.kafka_writer import ensure_topics
 
@@ -113,14 +113,8 @@ def delivery_ids(messages: list[SimulatedMessage]) -> list[str]:
 
 
 def seed(db: Database[dict[str, Any]], world: Roster) -> None:
-    """Register the roster in a fresh database (plain inserts: what `vitalflow seed` writes)."""
-    now = datetime.now(UTC)
-    for collection, documents in (
-        (db.patients, patient_documents(world, now)),
-        (db.devices, device_documents(world, now)),
-    ):
-        for start in range(0, len(documents), 500):
-            collection.insert_many(documents[start : start + 500], ordered=False)
+    """Register the roster's patients and devices: what `vitalflow seed` writes."""
+    write_roster(db, world)
 
 
 def bench_pure_stages(messages: list[SimulatedMessage]) -> str:
@@ -348,7 +342,7 @@ class Bench:
                     "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
                     "msg/s (incl. start-up)": f"{count / total:,.0f}",
                 },
-                meter.report(indent="      "),
+                meter.headline(),
             )
         )
 
@@ -428,7 +422,7 @@ class Bench:
                         f"{1000 * percentile(to_kafka, p):,.0f}" for p in (50, 95, 99)
                     ),
                 },
-                meter.report(indent="      "),
+                meter.headline(),
                 epoch=epoch,
                 rate=rate,
                 stored_ms=(1000 * percentile(to_stored, 50), 1000 * percentile(to_stored, 99)),
@@ -533,7 +527,7 @@ class Bench:
                     "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
                     "msg/s (incl. start-up)": f"{count / total:,.0f}",
                 },
-                meter.report(indent="      "),
+                meter.headline(),
             )
         )
 
@@ -556,8 +550,7 @@ class Bench:
                 figures += f"; {multiple:.1f}x the naive listener"
             print(f"- {result.name}: {figures}")
             if result.bound_by:
-                print("    bounded by (CPU over the run):")
-                print(result.bound_by)
+                print(f"    CPU: {result.bound_by}")
         for rate in self.args.rate:
             runs = [r for r in self.results if r.rate == rate and r.stored_ms is not None]
             if len(runs) < 2:
@@ -569,9 +562,8 @@ class Bench:
                     for r in runs
                     if r.stored_ms is not None
                 )
-                + ". MQTT is acked only after an epoch closes (not measured here: the "
-                "publisher sees PUBACK from the broker); each close also commits a recovery "
-                "snapshot, so a short interval costs throughput and can cost latency."
+                + " (the flow acks MQTT once an epoch closes and commits a recovery snapshot "
+                "at each close)"
             )
         print(
             "  CPU of the services includes whatever else used them meanwhile (other tests); "

@@ -87,6 +87,17 @@ class CpuMeter:
         total = sum(after) - sum(before)
         self._machine_busy = 1 - idle / total if total > 0 else 0.0
 
+    def headline(self) -> str:
+        """Return one line: the busiest processes and how busy the machine was."""
+        used = {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
+        busiest = sorted(used.items(), key=lambda item: -item[1])[:4]
+        others = self._machine_busy * psutil.cpu_count() * self.elapsed - sum(used.values())
+        return (
+            ", ".join(f"{name} {100 * seconds / self.elapsed:.0f} %" for name, seconds in busiest)
+            + f"; other work {100 * max(others, 0.0) / self.elapsed:.0f} %; machine "
+            f"{100 * self._machine_busy:.0f} % busy (% of one core; {psutil.cpu_count()} cores)"
+        )
+
     def report(self, indent: str = "    ") -> str:
         """Return one line per process, busiest first, and the whole machine."""
         used = {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
