@@ -12,6 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from flows.model import Envelope, StepOutcome, StepStatus
 
 __all__ = [
@@ -31,6 +33,7 @@ SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
 # letter; if even that is too large (a hostile topic or error text), its texts are cut short.
 MAX_EVENT_BYTES = 64 * 1024
 _MAX_TEXT_CHARS = 1024
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def isoformat_z(moment: datetime) -> str:
@@ -88,15 +91,26 @@ def step_events(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     return [(key, (key, _encode(to_cloudevent(envelope, o)))) for o in envelope.outcomes]
 
 
+def _dumps(event: dict[str, Any]) -> bytes:
+    # orjson encodes an event ~6x faster than the standard library (measured 4 vs 27 us),
+    # and a message has up to five events. Dates go through `_jsonable` either way, so the
+    # output has the same values; anything orjson refuses (an integer beyond 64 bits in a
+    # hostile payload) is left to the standard library.
+    try:
+        return orjson.dumps(event, default=_jsonable, option=_ORJSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(event, default=_jsonable).encode()
+
+
 def _encode(event: dict[str, Any]) -> bytes:
-    encoded = json.dumps(event, default=_jsonable).encode()
+    encoded = _dumps(event)
     if len(encoded) <= MAX_EVENT_BYTES:
         return encoded
     data = event["data"]
     omitted = {"omitted": f"too large for an event ({len(encoded)} bytes)"}
     data["payload"] = omitted
     data["processed_data"] = {**omitted, "count": data["processed_data"].get("count")}
-    encoded = json.dumps(event, default=_jsonable).encode()
+    encoded = _dumps(event)
     if len(encoded) <= MAX_EVENT_BYTES:
         return encoded
     # Only texts are left that can be this large; a few of them, each cut to 1 KiB (6 KiB
@@ -106,7 +120,7 @@ def _encode(event: dict[str, Any]) -> bytes:
         data[name] = _clip(data[name])
     if data["error"] is not None:
         data["error"] = {k: _clip(v) for k, v in data["error"].items()}
-    return json.dumps(event, default=_jsonable).encode()
+    return _dumps(event)
 
 
 def _clip(text: object) -> object:
