@@ -183,3 +183,20 @@ def test_events_fit_64_kib_even_with_a_hostile_topic_and_error_text():
         assert len(value) <= MAX_EVENT_BYTES
         event = json.loads(value)
         assert event["data"]["topic"].startswith("iMEDE_watch/")
+
+
+def test_dates_and_values_beyond_64_bits_encode_as_the_standard_library_would():
+    # orjson writes events, but refuses integers beyond 64 bits (a hostile payload can hold
+    # one); such an event still goes out, and dates keep the millisecond UTC form everywhere.
+    huge = 2**70
+    env = make(
+        b"{}",
+        [
+            StepOutcome(Step.PARSED, StepStatus.SUCCESS, T0, processed_data={"at": T0, "n": huge}),
+        ],
+    )
+    env = Envelope(env.delivery, env.device_type, env.device_id, {"big": huge}, env.outcomes)
+    event = json.loads(step_events(env)[0][1][1])
+    assert event["data"]["payload"] == {"big": huge}
+    assert event["data"]["processed_data"] == {"at": "2026-11-26T10:30:00.123Z", "n": huge}
+    assert event["time"] == "2026-11-26T10:30:00.123Z"
