@@ -1,4 +1,4 @@
-"""The `vitalflow` command line: run, api, simulate, seed, dlq replay, fhir export, demo.
+"""The `vitalflow` command line: run, api, simulate, seed, dlq replay, fhir export, alerts, demo.
 
 This module only parses and dispatches: the settings are built once here and handed to the
 command's function in `flows.commands.<command>`. Every setting of `Settings` is also a
@@ -111,6 +111,12 @@ def _fhir_export(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def _alerts_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.commands.alert_webhook import serve_webhook
+
+    return serve_webhook(settings)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from flows.commands.demo import run_demo
 
@@ -206,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the .ndjson file to write")
     _add_settings_flags(export)
     export.set_defaults(handler=_fhir_export)
+
+    alerts = commands.add_parser("alerts", help="alerts")
+    alerts_commands = alerts.add_subparsers(dest="alerts_command", required=True)
+    webhook = alerts_commands.add_parser(
+        "webhook",
+        help="POST every alert to VITALFLOW_ALERT_WEBHOOK_URL, HMAC-signed, retried with backoff",
+        description="A consumer group of its own on the alerts topic (VITALFLOW_ALERT_WEBHOOK_"
+        "GROUP): resumes after a restart where it stopped, and never slows the flow down.",
+    )
+    _add_settings_flags(webhook)
+    webhook.set_defaults(handler=_alerts_webhook)
 
     demo = commands.add_parser(
         "demo",
