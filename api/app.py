@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import dashboard, events, fhir, history, observability, patients
+from api import alerts, dashboard, events, fhir, history, observability, patients
 from api.auth import build_verifier
 from api.feed import open_feed
 from api.history_access import HistoryStore
@@ -65,6 +65,7 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
     app.include_router(patients.router)
     app.include_router(history.router)
     app.include_router(fhir.router)
+    app.include_router(alerts.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

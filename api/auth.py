@@ -65,6 +65,8 @@ class Access:
     hospitals: frozenset[str] = field(default_factory=frozenset)
     patients: frozenset[str] = field(default_factory=frozenset)
     expires_at: float | None = None
+    # The token's `sub`: who acknowledges an alert.
+    subject: str | None = None
 
     @classmethod
     def unrestricted(cls) -> Access:
@@ -72,7 +74,9 @@ class Access:
         return cls(everything=True)
 
     @classmethod
-    def from_scope(cls, scope: object, expires_at: float | None) -> Access:
+    def from_scope(
+        cls, scope: object, expires_at: float | None, subject: str | None = None
+    ) -> Access:
         """Read the grants out of a `scope` claim (a space-separated string or a list of them).
 
         A claim of any other type (null, a number, an object, a list holding anything but
@@ -87,6 +91,7 @@ class Access:
             hospitals=frozenset(h for h in hospitals if h),
             patients=frozenset(p for p in patients if p),
             expires_at=expires_at,
+            subject=subject,
         )
 
     def can_see(self, patient_id: str | None, hospital_id: str | None) -> bool:
@@ -178,7 +183,12 @@ class TokenVerifier:
             msg = f"invalid token ({type(exc).__name__})"
             raise InvalidTokenError(msg) from exc
         # No claim grants nothing; a claim of `null` is a claim of the wrong type.
-        return Access.from_scope(claims.get("scope", ""), expires_at=float(claims["exp"]))
+        subject = claims.get("sub")
+        return Access.from_scope(
+            claims.get("scope", ""),
+            expires_at=float(claims["exp"]),
+            subject=subject if isinstance(subject, str) and subject else None,
+        )
 
 
 def _jwks_key(jwks: PyJWKClient, kid: object) -> Any:

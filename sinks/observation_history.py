@@ -97,6 +97,11 @@ HISTORY_INDEXES: tuple[IndexSpec, ...] = (
         "GET /patients for hospital-scoped tokens; fhir export --hospital",
     ),
     IndexSpec("devices", (("patient_id", ASCENDING),), "the devices of the listed patients"),
+    IndexSpec(
+        "observations",
+        (("alert", ASCENDING), ("measured_at", DESCENDING), ("_id", DESCENDING)),
+        "GET /alerts: the alerting observations, newest first",
+    ),
 )
 
 
