@@ -7,6 +7,10 @@ that list when `snapshot()` closes the epoch, and sends the PUBACKs at the top o
 `next_batch()`. A crash before then leaves the messages un-acked: the broker redelivers them
 to the same persistent session, and the flow's de-duplication and deterministic ids make the
 second pass harmless.
+
+Setting the `stop` event ends every partition at its next batch, after acking what is
+durable: Bytewax then finishes the epoch in flight and returns normally (how `vitalflow run`
+stops on SIGINT and SIGTERM). What was received but not acked is redelivered next time.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ class MqttTarget:
         """Parse `mqtt[s]://[user[:password]@]host[:port]`."""
         parts = urlparse(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            msg = f"MQTT URL must look like mqtt://host:port or mqtts://host:port, got {url!r}"
+            # Whatever comes before an `@` may be a password, even in a URL that is no URL.
+            shown = url if "@" not in url else "***@" + url.rpartition("@")[2]
+            msg = f"MQTT URL must look like mqtt://host:port or mqtts://host:port, got {shown!r}"
             raise ValueError(msg)
         tls = parts.scheme == "mqtts"
         return cls(
@@ -94,6 +100,7 @@ class _Received:
 
 @dataclass
 class _MqttPartition(StatefulSourcePartition[Delivery, None]):
+    stop: threading.Event
     client: mqtt.Client
     inbox: MqttInbox[_Received]
     batch_size: int
@@ -104,6 +111,8 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
     @override
     def next_batch(self) -> list[Delivery]:
         self._ack_sealed()
+        if self.stop.is_set():
+            raise StopIteration
         batch: list[Delivery] = []
         while len(batch) < self.batch_size:
             try:
@@ -164,6 +173,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         inbox_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 1000,
         ca_file: str | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._target = MqttTarget.from_url(url)
         self._topics = topics
@@ -175,6 +185,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         self._inbox_bytes = inbox_bytes
         self._batch_size = batch_size
         self._ca_file = ca_file
+        self._stop = stop if stop is not None else threading.Event()
 
     @override
     def list_parts(self) -> list[str]:
@@ -256,4 +267,5 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         client.on_message = on_message
         self._target.connect(client, self._ca_file)
         client.loop_start()
-        return _MqttPartition(client, inbox, self._batch_size, connection)
+        return _MqttPartition(
+            self._stop, client, inbox, self._batch_size, connection)

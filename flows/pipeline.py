@@ -19,6 +19,7 @@ then. The runner's flags decide recovery and the epoch interval, not VITALFLOW_*
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -61,18 +62,20 @@ def build_flow(
     dlq_sink: Sink[KeyedRecord] | None = None,
     alerts_sink: Sink[KeyedRecord] | None = None,
     database: Callable[[], Database[dict[str, Any]]] | None = None,
+    stop: threading.Event | None = None,
 ) -> Dataflow:
     """Return the dataflow configured by `settings`; nothing connects until it runs.
 
     `source`, the sinks and `database` replace the MQTT source, the Kafka (or embedded log)
-    sinks and the MongoDB connection, for tests that run the whole flow in process.
+    sinks and the MongoDB connection, for tests that run the whole flow in process. Setting
+    `stop` ends the MQTT source, and with it the flow, cleanly (`flows.stopping`).
     """
     if database is None:
         database = partial(open_database, settings)
     writer = partial(open_record_writer, settings)
     flow = Dataflow("vitalflow")
 
-    deliveries = op.input("mqtt", flow, source or _mqtt_source(settings))
+    deliveries = op.input("mqtt", flow, source or _mqtt_source(settings, stop))
     received = op.map(
         "receive", deliveries, partial(receive, replay_prefix=settings.mqtt_replay_prefix)
     )
@@ -116,7 +119,7 @@ def flow() -> Dataflow:
     return build_flow(Settings())
 
 
-def _mqtt_source(settings: Settings) -> MqttSource:
+def _mqtt_source(settings: Settings, stop: threading.Event | None) -> MqttSource:
     return MqttSource(
         settings.mqtt_url,
         settings.subscriptions,
@@ -127,4 +130,5 @@ def _mqtt_source(settings: Settings) -> MqttSource:
         inbox_size=settings.mqtt_inbox_size,
         inbox_bytes=settings.mqtt_inbox_bytes,
         ca_file=settings.mqtt_ca_file,
+        stop=stop,
     )

@@ -2,6 +2,8 @@
 
 The flow is built from the settings the CLI read once (flags over environment), so nothing
 here reads the environment; recovery, workers and the epoch interval come from them too.
+SIGINT and SIGTERM stop it cleanly (`flows.stopping`): exit status 0, or 128 + the signal
+number when it could not stop within the grace period.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from bytewax.run import cli_main
 
 from flows.pipeline import build_flow
 from flows.settings import Settings, without_password
+from flows.stopping import SignalStop
 
 __all__ = ["recovery_config", "run_dataflow"]
 
@@ -33,21 +36,24 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
 
 def run_dataflow(settings: Settings) -> int:
     """Run the dataflow in this process until it ends or is interrupted; return the exit code."""
+    stop = SignalStop()
     try:
-        dataflow = build_flow(settings)
+        dataflow = build_flow(settings, stop=stop.requested)
     except ValueError as exc:
         # A setting of the right type but unusable (an MQTT URL that is not one, say).
         logger.error("vitalflow run: invalid configuration: %s", exc)
         return 2
     recovery = recovery_config(settings)
     logger.info(
-        "vitalflow run: mqtt %s topics %s -> mongo db %s, events %s (recovery: %s)",
+        "vitalflow run: mqtt %s topics %s -> mongo %s db %s, events %s (recovery: %s)",
         without_password(settings.mqtt_url),
         ",".join(settings.subscriptions),
+        without_password(settings.mongo_url),
         settings.mongo_db,
         settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
         settings.recovery_dir or "off",
     )
+    stop.install()
     try:
         cli_main(
             dataflow,
@@ -59,4 +65,9 @@ def run_dataflow(settings: Settings) -> int:
         # Safe at any point: un-acked messages are redelivered on the next start.
         logger.info("vitalflow run: interrupted; un-acked messages will be redelivered")
         return 130
+    finally:
+        stop.restore()
+    if stop.signal is not None:
+        # The designed stop: documented as exit status 0 (README, "Stopping").
+        logger.info("vitalflow run: stopped after %s", stop.signal.name)
     return 0
