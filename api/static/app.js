@@ -262,7 +262,12 @@
     ];
     const shown = names.slice(0, 2).join(", ") + (names.length > 2 ? ` (+${names.length - 2} more)` : "");
     const critical = emergency || data.severity === "critical";
+    // Alert ids (= observation ids) of the alerting readings: what /alerts/{id}/ack takes.
+    const ids = observations
+      .filter((o) => o.id && (o.severity === "high" || o.severity === "critical"))
+      .map((o) => o.id);
     return {
+      ids,
       key: deliveryKey(event),
       kind: emergency ? "EMERGENCY" : "ALERT",
       critical,
@@ -283,6 +288,7 @@
 
     const item = el("li", alert.critical ? "critical" : "high");
     item.dataset.kind = alert.kind;
+    item.dataset.alertIds = alert.ids.join(" ");
     item.append(
       el("span", "what", `${alert.kind}: ${alert.what}`),
       el("span", "when", alert.when.toLocaleTimeString()),
@@ -313,12 +319,28 @@
     document.title = `(!) ${alert.kind} · vitalflow`;
   }
 
-  $("alert-ack").addEventListener("click", () => {
+  function clearBanner() {
     $("alert-banner").hidden = true;
     state.bannerAlert = null;
     state.bannerMore = 0;
     document.title = "vitalflow · live";
+  }
+
+  // Acknowledging is stored server-side (alerts.js), so every viewer sees it.
+  $("alert-ack").addEventListener("click", () => {
+    const ids = state.bannerAlert ? state.bannerAlert.ids : [];
+    clearBanner();
+    if (window.vitalflowAlerts) window.vitalflowAlerts.acknowledge(ids);
   });
+
+  window.vitalflow = {
+    token: () => state.token,
+    // Another viewer acknowledged what the banner shows: take it down here too.
+    clearBannerIfAcknowledged(acknowledged) {
+      const alert = state.bannerAlert;
+      if (alert && alert.ids.length && alert.ids.every((id) => acknowledged.has(id))) clearBanner();
+    },
+  };
 
   // ---- counters ---------------------------------------------------------------------------
 
