@@ -3,7 +3,8 @@
 This module only parses and dispatches: the settings are built once here and handed to the
 command's function in `flows.commands.<command>`. Every setting of `Settings` is also a
 flag (`VITALFLOW_MQTT_URL` is `--mqtt-url`); a flag given on the command line wins over the
-environment and `.env`, even over an invalid value there.
+environment and `.env`, even over an invalid value there, and both win over the files of the
+secrets directory (`--secrets-dir`). A `VITALFLOW_*` name that is no setting is warned about.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from flows.settings import Settings
+from flows.settings import (
+    DEFAULT_SECRETS_DIR,
+    Settings,
+    describe_errors,
+    unknown_variables,
+    vitalflow_variables,
+)
 
 __all__ = ["main"]
 
@@ -40,14 +47,32 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, type=convert, default=None, metavar=name.upper())
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Build the settings: environment and `.env`, overridden by the flags that were given."""
+class ConfigurationError(Exception):
+    """A configuration the CLI cannot start with, said in a sentence."""
+
+
+def settings_from(args: argparse.Namespace, secrets_dir: Path | None = None) -> Settings:
+    """Build the settings: secret files, `.env`, environment, overridden by the flags given."""
     given = {
         n: getattr(args, n) for n in Settings.model_fields if getattr(args, n, None) is not None
     }
     if getattr(args, "no_recovery", False):
         given["recovery_dir"] = None
-    return Settings(**given)
+    return Settings(**given, _secrets_dir=secrets_dir)  # type: ignore[call-arg]
+
+
+def secrets_dir_of(
+    args: argparse.Namespace, variables: dict[str, tuple[str, str]]
+) -> Path | None:
+    """Return the secrets directory: the flag, else VITALFLOW_SECRETS_DIR, else the default."""
+    chosen = args.secrets_dir or variables.get("VITALFLOW_SECRETS_DIR", ("", ""))[0]
+    if not chosen:
+        return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+    directory = Path(chosen)
+    if not directory.is_dir():
+        msg = f"secrets directory {directory} does not exist or is not a directory"
+        raise ConfigurationError(msg)
+    return directory
 
 
 # Each handler maps the parsed arguments of its command onto the command's function; the
@@ -135,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vitalflow", description="Live medical-device telemetry pipeline."
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--secrets-dir",
+        default=None,
+        help="a directory of files named like the variables (VITALFLOW_JWT_SECRET, ...) holding "
+        f"their values (default: VITALFLOW_SECRETS_DIR, else {DEFAULT_SECRETS_DIR} if it exists)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the dataflow against the configured services")
@@ -255,9 +286,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         # Read once, here: every command gets these settings and reads no environment itself.
-        return int(args.handler(settings_from(args), args))
+        variables = vitalflow_variables()
+        secrets_dir = secrets_dir_of(args, variables)
+        for warning in unknown_variables(variables, secrets_dir):
+            logger.warning("vitalflow %s: %s", args.command, warning)
+        settings = settings_from(args, secrets_dir)
+        return int(args.handler(settings, args))
     except ValidationError as exc:
-        # A setting with a value of the wrong kind: say which, without a traceback.
+        # A setting with a value of the wrong kind: say which, without a traceback and without
+        # the value, which may be a secret.
+        logger.error("vitalflow %s: invalid configuration: %s", args.command, describe_errors(exc))
+        return 2
+    except ConfigurationError as exc:
         logger.error("vitalflow %s: invalid configuration: %s", args.command, exc)
         return 2
 

@@ -1,16 +1,40 @@
 """vitalflow's configuration: one settings object, read once from the environment and `.env`.
 
 Every variable in DESIGN.md has a field here; the CLI maps each to a flag of the same name.
+A secret can also come from a file named like its variable in a secrets directory (a
+Kubernetes secret volume, say): flags win over the environment, the environment over `.env`,
+`.env` over secret files. A rejected value is never echoed (it may be a secret), and a URL
+only without its password. A `VITALFLOW_*` name that is no setting (a typo) is reported.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "without_password"]
+__all__ = [
+    "CLI_VARIABLES",
+    "DEFAULT_SECRETS_DIR",
+    "Settings",
+    "describe_errors",
+    "unknown_variables",
+    "vitalflow_variables",
+    "without_password",
+]
+
+# Read by the CLI itself, before the settings: how to log, and where the secret files are.
+CLI_VARIABLES = ("VITALFLOW_LOG_FORMAT", "VITALFLOW_SECRETS_DIR")
+# Used when it exists and no other directory is given (`--secrets-dir`, VITALFLOW_SECRETS_DIR).
+DEFAULT_SECRETS_DIR = Path("/run/secrets/vitalflow")
+# Names of other programs that share the prefix: deploy/local's scripts and the test suite.
+_OTHER_PROGRAMS = ("VITALFLOW_LOCAL_", "VITALFLOW_TEST_", "VITALFLOW_PYTHON")
 
 DEFAULT_TOPICS = "ESP32_BLE_GW_TX,dusun_pub,iMEDE_watch/#,CM4_BLE_GW_TX"
 
@@ -19,7 +43,12 @@ class Settings(BaseSettings):
     """Everything vitalflow can be told, with the defaults of DESIGN.md."""
 
     model_config = SettingsConfigDict(
-        env_prefix="VITALFLOW_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="VITALFLOW_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # A rejected value may be a secret: errors name the setting, never echo its value.
+        hide_input_in_errors=True,
     )
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
@@ -83,6 +112,20 @@ class Settings(BaseSettings):
     epoch_interval_seconds: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, ge=1)
 
+    @field_validator("mqtt_url")
+    @classmethod
+    def _an_mqtt_url(cls, url: str) -> str:
+        form = "mqtt://host:port or mqtts://host:port"
+        return _checked_url(url, ("mqtt", "mqtts"), form, one_host=True)
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _a_mongo_url(cls, url: str) -> str:
+        # The demo's embedded store (`montydb:///path`) has a path, no host.
+        if url.lower().startswith("montydb://"):
+            return url
+        return _checked_url(url, ("mongodb", "mongodb+srv"), "mongodb://host:port", one_host=False)
+
     @property
     def topics(self) -> list[str]:
         """The MQTT topic filters to subscribe to."""
@@ -95,9 +138,82 @@ class Settings(BaseSettings):
 
 
 def without_password(url: str) -> str:
-    """Return `url` fit for logs and printed tables: any password replaced by `***`."""
+    """Return `url` fit for logs and printed tables: any password replaced by `***`.
+
+    Whatever precedes the last `@` counts as credentials, so a malformed URL is masked too.
+    """
+    if "@" not in url:
+        return url
+    credentials, _, host = url.rpartition("@")
+    scheme, sep, user = credentials.partition("://")
+    if not sep:
+        return f"***@{host}"
+    return f"{scheme}{sep}{user.split(':')[0]}:***@{host}"
+
+
+def _checked_url(url: str, schemes: tuple[str, ...], form: str, *, one_host: bool) -> str:
     scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+    host = rest.rpartition("@")[2].split("/")[0].split("?")[0]
+    port_ok = True
+    if one_host:  # (MongoDB's `h1:27017,h2:27017` is no single port)
+        try:
+            urlsplit(url).port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            port_ok = False
+    if not sep or scheme.lower() not in schemes or not host or not port_ok:
+        msg = f"must look like {form}, got {without_password(url)!r}"
+        raise ValueError(msg)
     return url
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Return what is wrong in `error`, one setting a line, naming variable and flag, no values."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"VITALFLOW_{field.upper()} (--{field.replace('_', '-')}): {message}")
+    return "; ".join(lines)
+
+
+def vitalflow_variables(
+    env_file: Path = Path(".env"), environ: Mapping[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
+    """Return each `VITALFLOW_*` variable (name upper-cased) with its value and where it is set.
+
+    The environment wins over `env_file`, as it does for the settings.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    if env_file.is_file():
+        for name, value in dotenv_values(env_file).items():
+            if name.upper().startswith("VITALFLOW_"):
+                found[name.upper()] = (value or "", str(env_file))
+    for name, value in (os.environ if environ is None else environ).items():
+        if name.upper().startswith("VITALFLOW_"):
+            found[name.upper()] = (value, "the environment")
+    return found
+
+
+def unknown_variables(
+    variables: Mapping[str, tuple[str, str]], secrets_dir: Path | None = None
+) -> list[str]:
+    """Return a warning for each name that is no setting, with the setting it may be a typo of.
+
+    `variables` as from `vitalflow_variables`; files named `vitalflow_*` in `secrets_dir` too.
+    """
+    where = {name: place for name, (_value, place) in variables.items()}
+    if secrets_dir is not None and secrets_dir.is_dir():
+        for path in secrets_dir.iterdir():
+            if path.name.upper().startswith("VITALFLOW_"):
+                where.setdefault(path.name.upper(), f"secrets dir {secrets_dir}")
+    known = {f"VITALFLOW_{name.upper()}" for name in Settings.model_fields} | set(CLI_VARIABLES)
+    warnings = []
+    for name, place in sorted(where.items()):
+        if name in known or name.startswith(_OTHER_PROGRAMS):
+            continue
+        # Compared without the prefix, which every name shares and which would make any two alike.
+        suffixes = {k.removeprefix("VITALFLOW_"): k for k in known}
+        guess = get_close_matches(name.removeprefix("VITALFLOW_"), suffixes, n=1, cutoff=0.7)
+        hint = f"; did you mean {suffixes[guess[0]]}?" if guess else ""
+        warnings.append(f"{name} (set in {place}) is not a vitalflow setting, ignored{hint}")
+    return warnings
