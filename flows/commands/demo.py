@@ -49,7 +49,7 @@ __all__ = ["run_demo"]
 ROSTER_SEED = 7
 ROSTER_PATIENTS = 12
 # Emergencies are rare on a ward: about one every three minutes at the default 5 msg/s
-# (SOS and falls alike), against a few threshold alerts a minute (connectors.vital_signs).
+# (SOS and falls alike), against a few threshold alerts a minute (flows.simulator.vital_signs).
 SOS_FRACTION = 0.001
 
 BROKER_READY_TIMEOUT = 20.0

@@ -1,6 +1,6 @@
 """`vitalflow seed`: register the demo patients and their devices, matching the simulator.
 
-Writes the roster of `connectors.device_roster` (same `seed` and `patients` as
+Writes the roster of `flows.simulator.device_roster` (same `seed` and `patients` as
 `vitalflow simulate`) into `patients` and `devices`. Every write is an upsert by a
 deterministic `_id`, so seeding twice changes nothing, and seeding with more patients only
 adds. Only what MongoDB 6+ and FerretDB 1.x share is used: upserts with `$set` and
@@ -19,15 +19,15 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from connectors.device_roster import (
+from flows.devices.identifiers import IdKind
+from flows.settings import Settings
+from flows.simulator.device_roster import (
     DEFAULT_PATIENTS,
     DEFAULT_SEED,
     Roster,
     normalise_device_key,
     roster,
 )
-from flows.devices.identifiers import IdKind
-from flows.settings import Settings
 from sinks.mongo_database import open_database
 
 __all__ = [

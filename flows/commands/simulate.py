@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from connectors.mqtt_publisher import MqttPublishError
-from connectors.simulator import run_simulation
 from flows.settings import Settings
+from flows.simulator.simulator import run_simulation
 
 __all__ = ["simulate"]
 

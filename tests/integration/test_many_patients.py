@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from pipeline_harness import FlowUnderTest, publish, wait_for
 
-from connectors.device_roster import roster
-from connectors.kati_messages import KatiMessages
-from connectors.simulated_message import encode_body
-from connectors.vital_signs import VitalSigns
 from flows.commands.seed import register_device, register_patient, write_roster
+from flows.simulator.device_roster import roster
+from flows.simulator.kati import KatiMessages
+from flows.simulator.simulated_message import encode_body
+from flows.simulator.vital_signs import VitalSigns
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from typing import Any
 import pymongo
 import pytest
 
-from connectors.device_roster import roster
-from connectors.payload_factory import payload_stream, simulated_clock
 from flows.commands.seed import register_device, seed_registry
 from flows.settings import Settings
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import payload_stream, simulated_clock
 
 pytestmark = pytest.mark.integration
 

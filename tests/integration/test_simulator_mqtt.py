@@ -17,9 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from connectors.mqtt_publisher import MqttPublisher, MqttPublishError
-from connectors.payload_factory import SimulatedMessage
-from connectors.simulator import run_simulation
 from flows.settings import Settings
+from flows.simulator.payload_factory import SimulatedMessage
+from flows.simulator.simulator import run_simulation
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pipeline_harness import FlowUnderTest, publish, read_topic, terminal_count, wait_for
 
-from connectors.device_roster import roster
-from connectors.payload_factory import payload_stream, simulated_clock
 from flows.commands.seed import write_roster
 from flows.settings import Settings
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import payload_stream, simulated_clock
 
 MESSAGES = 800
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.device_roster import (
+from flows.model import ObservationKind
+from flows.simulator.device_roster import (
     AVA4_DEVICE_MODELS,
     citizen_id_check_digit,
     device_key,
@@ -17,7 +18,6 @@ from connectors.device_roster import (
     normalise_device_key,
     roster,
 )
-from flows.model import ObservationKind
 
 KEY_PATTERNS = {
     "ble": re.compile(r"ble:[0-9A-F]{12}"),

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from connectors.device_roster import roster
 from flows.commands.seed import (
     device_documents,
     patient_documents,
@@ -20,6 +19,7 @@ from flows.commands.seed import (
     register_patient,
     write_roster,
 )
+from flows.simulator.device_roster import roster
 from sinks.embedded_store import open_embedded_database
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

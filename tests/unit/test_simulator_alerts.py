@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.device_roster import roster
-from connectors.payload_factory import payload_stream, simulated_clock
 from flows.commands.demo import ROSTER_PATIENTS, ROSTER_SEED, SOS_FRACTION
 from flows.device_clock import ClockRule
 from flows.enrich import EVENT_FLAGS, enrich_reading
 from flows.parse import parse_payload
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import payload_stream, simulated_clock
 from flows.thresholds import Severity, Thresholds
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

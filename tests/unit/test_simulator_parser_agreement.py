@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.device_roster import roster
-from connectors.payload_factory import SimulatedMessage, payload_stream, simulated_clock
 from flows.device_clock import ClockRule
 from flows.model import ParseError
 from flows.parse import NOT_DEVICE_DATA, NOTHING_TO_STORE, parse_payload
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import SimulatedMessage, payload_stream, simulated_clock
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 INTERVAL_S = 0.1

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from connectors.device_roster import Roster, is_valid_citizen_id, roster
-from connectors.payload_factory import (
+from flows.model import ObservationKind
+from flows.simulator.device_roster import Roster, is_valid_citizen_id, roster
+from flows.simulator.payload_factory import (
     CATEGORIES,
     DEFECTS,
     SimulatedMessage,
     payload_stream,
     simulated_clock,
 )
-from flows.model import ObservationKind
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 INTERVAL_S = 0.1

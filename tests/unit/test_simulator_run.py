@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import connectors.simulator as simulator
-from connectors.device_roster import roster
-from connectors.payload_factory import SimulatedMessage, simulated_clock
+import flows.simulator.simulator as simulator
 from flows.settings import Settings
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import SimulatedMessage, simulated_clock
 
 SETTINGS = Settings(mqtt_url="mqtt://127.0.0.1:1")
 

@@ -19,13 +19,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.device_roster import roster
-from connectors.payload_factory import payload_stream
-from connectors.simulated_message import SimulatedMessage
 from flows.commands.seed import write_roster
 from flows.model import Delivery, fingerprint
 from flows.pipeline import build_flow
 from flows.settings import Settings
+from flows.simulator.device_roster import roster
+from flows.simulator.payload_factory import payload_stream
+from flows.simulator.simulated_message import SimulatedMessage
 from sinks.mongo_database import open_database
 
 STEPS = (

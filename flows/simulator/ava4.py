@@ -14,11 +14,11 @@ import struct
 from datetime import datetime
 from typing import Any
 
-from connectors.device_roster import Ava4Gateway, BleDevice, Patient, Roster, VitalProfile
-from connectors.simulated_message import MessageDraft, epoch_seconds, readings_of
-from connectors.vital_signs import VitalSigns
 from flows.devices.identifiers import IdKind
 from flows.model import ObservationKind
+from flows.simulator.device_roster import Ava4Gateway, BleDevice, Patient, Roster, VitalProfile
+from flows.simulator.simulated_message import MessageDraft, epoch_seconds, readings_of
+from flows.simulator.vital_signs import VitalSigns
 
 __all__ = ["Ava4Messages"]
 

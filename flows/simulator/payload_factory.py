@@ -8,7 +8,7 @@ The shapes follow `shared/payloads/examples.jsonl` and the real capture, warts i
 AVA4 glucose and lipids as strings, float32 noise on thermometers and scales, MACs in either
 case, gateways whose clocks run 178 days fast, watches that stamp AP55 batches in local time,
 single-quoted pseudo-JSON inside Kati locations, Thai and English names on kiosk readings.
-Every person in them is synthetic (see `connectors.device_roster`).
+Every person in them is synthetic (see `flows.simulator.device_roster`).
 
 Expected readings follow what `flows.parse` makes of a payload (a unit test holds the two
 together): a cuff or oximeter reading is two (`blood_pressure` or `spo2`, and `heart_rate`
@@ -18,9 +18,9 @@ a Kati heartbeat one `steps`, an SOS or fall one `emergency` (its location is co
 
 This module owns the mix: how often each kind of message is sent, the quotas for duplicates,
 malformed, unknown-device and SOS messages, and that no new message repeats an old one. Each
-family's messages are built in `connectors.ava4_messages`, `connectors.kati_messages` and
-`connectors.qube_messages`, their values drawn by `connectors.vital_signs`; damaged payloads
-come from `connectors.malformed_payloads`.
+family's messages are built in `flows.simulator.ava4`, `flows.simulator.kati` and
+`flows.simulator.qube`, their values drawn by `flows.simulator.vital_signs`; damaged payloads
+come from `flows.simulator.malformed_payloads`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from connectors.ava4_messages import Ava4Messages
-from connectors.device_roster import Roster
-from connectors.kati_messages import KatiMessages
-from connectors.malformed_payloads import damaged_message
-from connectors.qube_messages import QubeMessages
-from connectors.simulated_message import (
+from flows.simulator.ava4 import Ava4Messages
+from flows.simulator.device_roster import Roster
+from flows.simulator.kati import KatiMessages
+from flows.simulator.malformed_payloads import damaged_message
+from flows.simulator.qube import QubeMessages
+from flows.simulator.simulated_message import (
     CATEGORIES,
     DEFECTS,
     Category,
@@ -46,7 +46,7 @@ from connectors.simulated_message import (
     SimulatedMessage,
     encode_body,
 )
-from connectors.vital_signs import VitalSigns
+from flows.simulator.vital_signs import VitalSigns
 
 __all__ = [
     "CATEGORIES",

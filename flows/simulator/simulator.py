@@ -1,6 +1,6 @@
 """`vitalflow simulate`: publish realistic device traffic to the MQTT broker at a steady rate.
 
-The traffic comes from `connectors.payload_factory.payload_stream` over the roster that
+The traffic comes from `flows.simulator.payload_factory.payload_stream` over the roster that
 `vitalflow seed` registers (same `seed` and `patients`), with device times taken from the
 real clock. Messages go out at QoS 1 and the run ends only once the broker acknowledged them
 (or `ack_timeout_s` passed). Logs carry counts, never payloads: kiosk readings hold names.
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connectors.device_roster import DEFAULT_PATIENTS, DEFAULT_SEED, roster
 from connectors.mqtt_publisher import MqttPublisher, unique_client_id
-from connectors.payload_factory import SimulatedMessage, payload_stream
 from flows.settings import Settings
+from flows.simulator.device_roster import DEFAULT_PATIENTS, DEFAULT_SEED, roster
+from flows.simulator.payload_factory import SimulatedMessage, payload_stream
 
 __all__ = ["SimulationReport", "run_simulation"]
 

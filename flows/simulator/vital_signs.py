@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from connectors.device_roster import VitalProfile
+from flows.simulator.device_roster import VitalProfile
 
 __all__ = ["EPISODE_RATES", "VitalSigns"]
 

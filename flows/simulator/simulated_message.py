@@ -1,8 +1,8 @@
 """What a simulated message is, before and after encoding, and the labels it carries.
 
-`MessageDraft` is what a family's builder returns (`connectors.ava4_messages`,
-`connectors.kati_messages`, `connectors.qube_messages`): a JSON body plus what the flow ought
-to make of it. `connectors.payload_factory` numbers and encodes drafts into the
+`MessageDraft` is what a family's builder returns (`flows.simulator.ava4`,
+`flows.simulator.kati`, `flows.simulator.qube`): a JSON body plus what the flow ought
+to make of it. `flows.simulator.payload_factory` numbers and encodes drafts into the
 `SimulatedMessage`s it streams. The encoding and the device-time helpers live here because
 every family and the malformed-payload builder share them.
 """

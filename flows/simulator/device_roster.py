@@ -464,7 +464,7 @@ def _profile(rng: random.Random) -> VitalProfile:
     lungs = rng.random() < 0.15
     # Usual values of a stable ward: treated hypertension sits in stage 1, treated diabetes
     # a little high, chronic lung disease just below the normal SpO2 band; the simulator's
-    # episodes (connectors.vital_signs) make the alerts.
+    # episodes (flows.simulator.vital_signs) make the alerts.
     return VitalProfile(
         systolic_mmhg=rng.gauss(128, 2) if hypertensive else rng.gauss(116, 4),
         diastolic_mmhg=rng.gauss(80, 2) if hypertensive else rng.gauss(72, 3),

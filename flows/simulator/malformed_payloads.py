@@ -11,7 +11,7 @@ import random
 from datetime import datetime
 from typing import Any
 
-from connectors.simulated_message import (
+from flows.simulator.simulated_message import (
     Defect,
     MessageDraft,
     SimulatedMessage,

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from connectors.device_roster import (
+from flows.devices.identifiers import IdKind
+from flows.model import ObservationKind
+from flows.simulator.device_roster import (
     CitizenCard,
     Hospital,
     Kiosk,
@@ -22,10 +24,8 @@ from connectors.device_roster import (
     Roster,
     VitalProfile,
 )
-from connectors.simulated_message import MessageDraft, epoch_seconds, readings_of
-from connectors.vital_signs import VitalSigns
-from flows.devices.identifiers import IdKind
-from flows.model import ObservationKind
+from flows.simulator.simulated_message import MessageDraft, epoch_seconds, readings_of
+from flows.simulator.vital_signs import VitalSigns
 
 __all__ = ["QubeMessages"]
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.device_roster import Patient, Roster, VitalProfile, Watch
-from connectors.simulated_message import Category, MessageDraft, epoch_seconds
-from connectors.vital_signs import VitalSigns
 from flows.devices.identifiers import IdKind
 from flows.model import ObservationKind
+from flows.simulator.device_roster import Patient, Roster, VitalProfile, Watch
+from flows.simulator.simulated_message import Category, MessageDraft, epoch_seconds
+from flows.simulator.vital_signs import VitalSigns
 
 __all__ = ["KatiMessages"]
 
