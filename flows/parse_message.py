@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import MAX_PAYLOAD_BYTES, NOTHING_TO_STORE, identify, parse_payload
 from flows.model import Envelope, ParseError, Step, StepOutcome, StepStatus
-from flows.parse import MAX_PAYLOAD_BYTES, NOTHING_TO_STORE, identify, parse_payload
 from flows.redact import redact
 from flows.step_events import isoformat_z
 

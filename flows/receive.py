@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from flows.devices.parse_payload import UNKNOWN
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
-from flows.parse import UNKNOWN
 from flows.replay_topic import split_replay_topic
 
 __all__ = ["receive"]

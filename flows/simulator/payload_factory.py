@@ -10,11 +10,11 @@ case, gateways whose clocks run 178 days fast, watches that stamp AP55 batches i
 single-quoted pseudo-JSON inside Kati locations, Thai and English names on kiosk readings.
 Every person in them is synthetic (see `flows.simulator.device_roster`).
 
-Expected readings follow what `flows.parse` makes of a payload (a unit test holds the two
-together): a cuff or oximeter reading is two (`blood_pressure` or `spo2`, and `heart_rate`
-from its pulse), a Kati VitalSign five (`heart_rate`, `blood_pressure`, `body_temperature`,
-`spo2`, `location`), an AP55 batch four per item (three without `spO2`) and one `location`,
-a Kati heartbeat one `steps`, an SOS or fall one `emergency` (its location is context).
+Expected readings follow what `flows.devices.parse_payload` makes of a payload (a unit test holds
+the two together): a cuff or oximeter reading is two (`blood_pressure` or `spo2`, and `heart_rate`
+from its pulse), a Kati VitalSign five (`heart_rate`, `blood_pressure`, `body_temperature`, `spo2`,
+`location`), an AP55 batch four per item (three without `spO2`) and one `location`, a Kati heartbeat
+one `steps`, an SOS or fall one `emergency` (its location is context).
 
 This module owns the mix: how often each kind of message is sent, the quotas for duplicates,
 malformed, unknown-device and SOS messages, and that no new message repeats an old one. Each

@@ -1,9 +1,9 @@
 """The baseline: a per-message MQTT listener written the way simple systems do it.
 
-paho's `on_message` callback does everything for one message before the next: parse it, find
-its device in `devices`, update the patient, insert each observation, and send one step event
-per stage to Kafka, flushed at once (five round trips to Kafka per stored message, one or more
-to MongoDB per stage). The parsing and enrichment are vitalflow's own (`flows.parse`,
+paho's `on_message` callback does everything for one message before the next: parse it, find its
+device in `devices`, update the patient, insert each observation, and send one step event per stage
+to Kafka, flushed at once (five round trips to Kafka per stored message, one or more to MongoDB per
+stage). The parsing and enrichment are vitalflow's own (`flows.devices.parse_payload`,
 `flows.enrich`), so the difference measured is the plumbing, not the device tables. No
 de-duplication: a repeated copy finds its observations already stored (same `_id`).
 
@@ -32,9 +32,9 @@ from pymongo.errors import DuplicateKeyError
 
 from connectors.mqtt_source import MqttTarget
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.enrich import enrich_reading
 from flows.model import ParseError, fingerprint
-from flows.parse import parse_payload
 from flows.settings import DEFAULT_TOPICS, Settings
 from flows.thresholds import Thresholds
 

@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from connectors.mqtt_source import MqttTarget
-from flows.parse import MAX_PAYLOAD_BYTES
+from flows.devices.parse_payload import MAX_PAYLOAD_BYTES
 
 BROKER_LIMIT = 1024 * 1024
 

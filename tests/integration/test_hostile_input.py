@@ -31,8 +31,8 @@ from pipeline_harness import (
 from test_pipeline_end_to_end import load_samples
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.model import ParseError, fingerprint
-from flows.parse import parse_payload
 from flows.settings import Settings
 
 HOSTILE_VALUES: list[Any] = [

@@ -25,8 +25,8 @@ from pipeline_harness import (
 )
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.model import fingerprint
-from flows.parse import parse_payload
 from flows.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "payloads"

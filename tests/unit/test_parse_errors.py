@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.model import ParseError
-from flows.parse import parse_payload
 
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)
 RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))

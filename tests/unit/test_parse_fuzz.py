@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import identify, parse_payload
 from flows.model import ParsedMessage, ParseError
-from flows.parse import identify, parse_payload
 
 PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads"
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)

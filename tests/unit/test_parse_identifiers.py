@@ -15,8 +15,8 @@ from flows.devices.identifiers import (
     normalise_imei,
     normalise_mac,
 )
+from flows.devices.parse_payload import identify, parse_payload
 from flows.model import ParseError
-from flows.parse import identify, parse_payload
 
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)
 RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import NOT_DEVICE_DATA, NOTHING_TO_STORE, identify, parse_payload
 from flows.model import DeviceStatus, ObservationKind, ParsedMessage, Reading
-from flows.parse import NOT_DEVICE_DATA, NOTHING_TO_STORE, identify, parse_payload
 
 PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads"
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import NOT_DEVICE_DATA, NOTHING_TO_STORE, parse_payload
 from flows.devices.pseudo_json import PseudoJsonError, parse_pseudo_json
 from flows.model import DeviceStatus, ObservationKind, ParsedMessage
-from flows.parse import NOT_DEVICE_DATA, NOTHING_TO_STORE, parse_payload
 
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)
 RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))
@@ -420,7 +420,7 @@ def test_watch_vitals_sent_as_zero_mean_not_measured_and_the_rest_is_kept():
     from datetime import timedelta as _timedelta
 
     from flows.device_clock import ClockRule as _ClockRule
-    from flows.parse import parse_payload as _parse
+    from flows.devices.parse_payload import parse_payload as _parse
 
     payload = {
         "IMEI": "865067123456789",

@@ -1,7 +1,7 @@
 """The demo's traffic is a mostly stable ward: a few alerts a minute, every alert path used.
 
-Each message is parsed and enriched as the flow would (`flows.parse`, `flows.enrich` with the
-default thresholds); a message "alerts" when one of its readings does, as its
+Each message is parsed and enriched as the flow would (`flows.devices.parse_payload`, `flows.enrich`
+with the default thresholds); a message "alerts" when one of its readings does, as its
 `5_medical_stored` event would say.
 """
 
@@ -16,8 +16,8 @@ import pytest
 
 from flows.commands.demo import ROSTER_PATIENTS, ROSTER_SEED, SOS_FRACTION
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.enrich import EVENT_FLAGS, enrich_reading
-from flows.parse import parse_payload
 from flows.simulator.device_roster import roster
 from flows.simulator.payload_factory import payload_stream, simulated_clock
 from flows.thresholds import Severity, Thresholds

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flows.device_clock import ClockRule
+from flows.devices.parse_payload import NOT_DEVICE_DATA, NOTHING_TO_STORE, parse_payload
 from flows.model import ParseError
-from flows.parse import NOT_DEVICE_DATA, NOTHING_TO_STORE, parse_payload
 from flows.simulator.device_roster import roster
 from flows.simulator.payload_factory import SimulatedMessage, payload_stream, simulated_clock
 
