@@ -39,7 +39,7 @@ from flows.device_clock import ClockRule
 from flows.lookup_patient import PatientLookup
 from flows.model import Delivery
 from flows.observations import enrich_envelope
-from flows.parse_message import parse_envelope
+from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.settings import Settings
 from flows.step_events import step_events

@@ -98,7 +98,7 @@ def test_oversized_payload_is_a_step_2_error_and_its_dead_letter_is_truncated_wi
 
     from flows.dead_letters import MAX_DEAD_LETTER_BYTES
     from flows.device_clock import ClockRule
-    from flows.parse_message import parse_envelope
+    from flows.parse import parse_envelope
     from flows.receive import receive
 
     raw = b'{"IMEI": "865067123456789", "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'

@@ -23,7 +23,7 @@ from flows.latest_vitals import latest_vitals
 from flows.lookup_patient import PatientLookup
 from flows.model import Delivery, fingerprint
 from flows.observations import enrich_envelope
-from flows.parse_message import parse_envelope
+from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.step_events import step_events
 from flows.store import device_status_update
