@@ -21,7 +21,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from sinks.mongo_database import mongo_call, write_errors
+from sinks.mongo_database import log_write_errors, mongo_call, write_errors
 
 __all__ = ["conditional_update", "latest_vitals", "update_latest_vitals"]
 
@@ -151,5 +151,6 @@ def _guarded_write(
             int(e["index"]): f"patients update: {e.get('errmsg', 'write error')}"
             for e in exc.details.get("writeErrors", [])
         }
+        log_write_errors(db, "patients update", errors)
         return int(exc.details.get("nMatched", 0)), errors
     return result.matched_count, {}

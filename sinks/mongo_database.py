@@ -1,7 +1,13 @@
-"""Opening the MongoDB database vitalflow stores into, with the options every user needs."""
+"""Opening the MongoDB database vitalflow stores into, with the options every user needs.
+
+Every failure is logged with the server it came from (never its password): an outage while it
+is waited out (`sinks.backoff`), an error that stops the flow, the write errors of a batch,
+and, at start, a server that does not answer (`check_database`).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -11,13 +17,24 @@ from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
     ConnectionFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 
 from flows.settings import Settings
 from sinks.backoff import call_with_backoff
 
-__all__ = ["TRANSIENT_MONGO_ERRORS", "mongo_call", "open_database", "server_name", "write_errors"]
+__all__ = [
+    "TRANSIENT_MONGO_ERRORS",
+    "check_database",
+    "log_write_errors",
+    "mongo_call",
+    "open_database",
+    "server_name",
+    "write_errors",
+]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -50,15 +67,38 @@ def open_database(settings: Settings) -> Database[dict[str, Any]]:
     timeout_ms = int(settings.mongo_timeout_seconds * 1000)
     # Every wait is bounded: a server that stops answering mid-call raises a network timeout
     # (retried by `mongo_call`, every write being idempotent) instead of stalling the flow.
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        settings.mongo_url,
-        tz_aware=True,
-        serverSelectionTimeoutMS=5000,
-        connectTimeoutMS=5000,
-        socketTimeoutMS=timeout_ms,
-        appname="vitalflow",
-    )
+    try:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            settings.mongo_url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            socketTimeoutMS=timeout_ms,
+            appname="vitalflow",
+        )
+    except (PyMongoError, ValueError) as exc:
+        logger.error("MongoDB %s cannot be used: %s", _masked(settings.mongo_url), exc)
+        raise
     return client[settings.mongo_db]
+
+
+def check_database(settings: Settings) -> None:
+    """Ping the server of `settings` until it answers, saying while it does not (at start).
+
+    Without it a store that is away or refuses vitalflow's credentials would be reported only
+    once the first message needs it. Nothing to reach for the embedded store.
+    """
+    if settings.mongo_url.startswith(EMBEDDED_SCHEME):
+        return
+    db = open_database(settings)
+    server = server_name(db)
+    try:
+        mongo_call(db, "ping", lambda: db.command("ping"))
+    except PyMongoError:
+        return  # logged with its server by `mongo_call`; the flow meets it again when it writes
+    finally:
+        db.client.close()
+    logger.info("MongoDB %s answers", server)
 
 
 def server_name(db: Database[dict[str, Any]]) -> str:
@@ -72,8 +112,28 @@ def server_name(db: Database[dict[str, Any]]) -> str:
 
 
 def mongo_call(db: Database[dict[str, Any]], what: str, call: Callable[[], T]) -> T:
-    """Run one call on `db`, waiting out outages, reported while slow (`sinks.waiting`)."""
-    return call_with_backoff(call, what, TRANSIENT_MONGO_ERRORS, server=server_name(db))
+    """Run one call on `db`, waiting out outages, reported while slow (`sinks.waiting`).
+
+    Any other error is logged with the server before it is raised; a batch's write errors are
+    for the caller (`write_errors`).
+    """
+    server = server_name(db)
+    try:
+        return call_with_backoff(call, what, TRANSIENT_MONGO_ERRORS, server=server)
+    except BulkWriteError:
+        raise
+    except PyMongoError as exc:
+        logger.error("%s on %s failed: %s: %s", what, server, type(exc).__name__, exc)
+        raise
+
+
+def log_write_errors(db: Database[dict[str, Any]], what: str, errors: dict[int, str]) -> None:
+    """Log, with the server, that some writes of a batch failed (they become error events)."""
+    if errors:
+        first = errors[min(errors)]
+        logger.warning(
+            "%s on %s: %d write error(s), the first: %s", what, server_name(db), len(errors), first
+        )
 
 
 def write_errors(
@@ -93,5 +153,14 @@ def write_errors(
             ):
                 continue
             errors[int(error["index"])] = f"{what}: {error.get('errmsg', 'write error')}"
+        log_write_errors(db, what, errors)
         return errors
     return {}
+
+
+def _masked(url: str) -> str:
+    # Whatever precedes the last `@` counts as credentials (flows.settings.without_password).
+    if "@" not in url:
+        return url
+    scheme, sep, _credentials = url.rpartition("@")[0].partition("://")
+    return f"{scheme}{sep}***@{url.rpartition('@')[2]}"

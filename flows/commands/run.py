@@ -9,6 +9,7 @@ number when it could not stop within the grace period.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -17,6 +18,7 @@ from bytewax.run import cli_main
 from flows.pipeline import build_flow
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
+from sinks.mongo_database import check_database
 
 __all__ = ["recovery_config", "run_dataflow"]
 
@@ -53,6 +55,10 @@ def run_dataflow(settings: Settings) -> int:
         settings.event_log_url or f"kafka {settings.kafka_bootstrap}",
         settings.recovery_dir or "off",
     )
+    # A store that is away is said at once, not when the first message needs it.
+    threading.Thread(
+        target=check_database, args=(settings,), name="vitalflow-store-check", daemon=True
+    ).start()
     stop.install()
     try:
         cli_main(
