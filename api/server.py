@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote_plus
 
 import uvicorn
 from fastapi import FastAPI
 from typing_extensions import override
+from uvicorn.config import LOGGING_CONFIG
 
 from api.app import create_app
 from api.hub import StreamTuning
@@ -87,8 +89,12 @@ def build_server(
     tuning: StreamTuning | None = None,
     log_level: str = "info",
     access_log: bool = True,
+    log_config: dict[str, Any] | None = LOGGING_CONFIG,
 ) -> ApiServer:
-    """Build an `ApiServer` for the app of `settings`, on `api_host`:`api_port`."""
+    """Build an `ApiServer` for the app of `settings`, on `api_host`:`api_port`.
+
+    `log_config` None leaves uvicorn's records to the handlers already configured.
+    """
     _redact_access_log()
     app = create_app(settings, tuning)
     config = uvicorn.Config(
@@ -97,6 +103,7 @@ def build_server(
         port=settings.api_port,
         log_level=log_level,
         access_log=access_log,
+        log_config=log_config,
         # Streams are closed first, so what is left to wait for is short requests.
         timeout_graceful_shutdown=5,
         proxy_headers=False,
@@ -106,7 +113,8 @@ def build_server(
 
 def serve(settings: Settings) -> None:
     """Run the API until SIGINT/SIGTERM (`vitalflow api`)."""
-    build_server(settings).run()
+    # uvicorn's lines through the CLI's handler: one format (`--log-format`) for every line.
+    build_server(settings, log_config=None).run()
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from flows.log_format import LOG_FORMATS, configure_logging
 from flows.settings import (
     DEFAULT_SECRETS_DIR,
     Settings,
@@ -161,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text, or json: one JSON object a line (default: VITALFLOW_LOG_FORMAT, else text)",
+    )
+    parser.add_argument(
         "--secrets-dir",
         default=None,
         help="a directory of files named like the variables (VITALFLOW_JWT_SECRET, ...) holding "
@@ -278,15 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vitalflow` command line."""
     args = build_parser().parse_args(argv)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Read once, here: every command gets these settings and reads no environment itself.
+    variables = vitalflow_variables()
+    log_format = args.log_format or variables.get("VITALFLOW_LOG_FORMAT", ("text", ""))[0]
+    configure_logging(args.log_level, "json" if log_format.lower() == "json" else "text")
+    if log_format.lower() not in LOG_FORMATS:
+        logger.error(
+            "vitalflow %s: invalid configuration: VITALFLOW_LOG_FORMAT (--log-format): "
+            "must be one of %s",
+            args.command,
+            ", ".join(LOG_FORMATS),
+        )
+        return 2
     try:
-        # Read once, here: every command gets these settings and reads no environment itself.
-        variables = vitalflow_variables()
         secrets_dir = secrets_dir_of(args, variables)
         for warning in unknown_variables(variables, secrets_dir):
             logger.warning("vitalflow %s: %s", args.command, warning)

@@ -10,12 +10,15 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 
 from flows.model import Envelope
 from flows.step_events import isoformat_z
 
 __all__ = ["MAX_DEAD_LETTER_BYTES", "dead_letters"]
+
+logger = logging.getLogger(__name__)
 
 # The limit holds on the encoded record, not the raw payload: JSON escapes a NUL byte as six
 # bytes (a 200 KB payload of NULs made a 1.2 MB letter that Kafka refused). Half of Kafka's
@@ -54,6 +57,15 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
         "received_at": isoformat_z(delivery.received_at),
         "dead_lettered_at": isoformat_z(datetime.now(UTC)),
     }
+    # The code says why; the error message stays out, as it may quote the payload.
+    logger.info(
+        "dead letter: %s %s at %s (%s)",
+        envelope.device_type,
+        delivery.message_id,
+        failed.step,
+        failed.error_code,
+        extra={"message_id": delivery.message_id, "step": str(failed.step)},
+    )
     key = envelope.device_id
     return [(key, (key, _encode_within_limit(record, delivery.payload)))]
 

@@ -39,7 +39,11 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
         )
         return _failed(envelope, outcome)
     except Exception as exc:  # a parser bug must not stop the flow: report it as an error
-        logger.exception("parser failed on message %s", delivery.message_id)
+        logger.exception(
+            "parser failed on message %s",
+            delivery.message_id,
+            extra={"message_id": delivery.message_id, "step": str(Step.PARSED)},
+        )
         outcome = StepOutcome(
             step=Step.PARSED,
             status=StepStatus.ERROR,

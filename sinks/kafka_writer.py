@@ -175,6 +175,22 @@ def substitute_for(value: bytes, error: str) -> bytes:
     return json.dumps(original).encode()
 
 
+def _message_of(record: bytes) -> dict[str, str]:
+    """Return the `message_id` and `step` a step event or dead letter is about, for logs."""
+    try:
+        fields = json.loads(record)
+    except ValueError:
+        return {}
+    if not isinstance(fields, dict):
+        return {}
+    if fields.get("specversion") and isinstance(fields.get("data"), dict):
+        fields = fields["data"]
+    reason = fields.get("reason")
+    step = fields.get("step") or (reason.get("step") if isinstance(reason, dict) else None)
+    about = {"message_id": fields.get("message_id"), "step": step}
+    return {name: str(value) for name, value in about.items() if value is not None}
+
+
 class KafkaWriter:
     """A producer whose `write` returns only once every record is acknowledged by the broker."""
 
@@ -331,14 +347,16 @@ class KafkaWriter:
         key, value = record
         reason = _describe(error)
         RECORDS_REFUSED.labels(topic, type(error).__name__).inc()
+        substitute = substitute_for(value, reason)
         logger.error(
             "Kafka refused a record of %d bytes to %s (key %r): %s; writing a substitute",
             len(value),
             topic,
             key[:100],
             reason,
+            extra=_message_of(substitute),
         )
-        return key, substitute_for(value, reason)
+        return key, substitute
 
     def _renew_producer(self) -> None:
         # A non-retriable producer state (a fenced or out-of-sequence idempotent producer)
