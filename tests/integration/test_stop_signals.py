@@ -9,8 +9,10 @@ broker on the next start.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from pipeline_harness import FlowUnderTest, bp_message, publish, register_bp_patient, wait_for
@@ -58,3 +60,36 @@ def test_a_stop_signal_mid_stream_exits_0_without_a_backtrace_and_loses_nothing(
     assert len({d["message_id"] for d in db.observations.find({}, {"message_id": 1})}) == MESSAGES
     assert db.observations.count_documents({}) == 2 * MESSAGES
     assert stored_at_stop < 2 * MESSAGES, "the signal came too late to test anything"
+
+
+def test_a_flow_stuck_on_an_absent_store_exits_at_the_end_of_the_grace_or_on_a_second_signal(
+    flow: FlowUnderTest,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        flow.mongo_url = f"mongodb://127.0.0.1:{probe.getsockname()[1]}"
+    flow.prepare_session()
+    flow.start()
+    publish(flow.mqtt_url, [bp_message(0)])
+    # The worker now waits out the store in the patient lookup, retrying.
+    wait_for(lambda: "lookup on mongodb" in flow.logs(), 60, flow, "the lookup to wait")
+    assert flow.process is not None
+    started = time.monotonic()
+    flow.process.send_signal(signal.SIGTERM)
+    assert flow.process.wait(timeout=20) == 128 + signal.SIGTERM
+    assert 9 < time.monotonic() - started < 15
+    assert "not stopped 10 s after SIGTERM" in flow.logs()
+    assert "panicked" not in flow.logs()
+
+    flow.start()
+    publish(flow.mqtt_url, [bp_message(1)])
+    wait_for(
+        lambda: "lookup on mongodb" in flow.log_files[-1].read_text(), 60, flow, "the lookup again"
+    )
+    started = time.monotonic()
+    flow.process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    flow.process.send_signal(signal.SIGINT)
+    assert flow.process.wait(timeout=5) == 128 + signal.SIGINT
+    assert time.monotonic() - started < 3
+    assert "SIGINT again, exiting now" in flow.logs()
