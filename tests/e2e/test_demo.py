@@ -320,6 +320,36 @@ def test_demo_stores_observations_and_streams_all_five_steps(
     assert stats["messages"]["stored"] >= 1, stats
 
 
+def test_the_demo_serves_patients_history_alerts_and_fhir_from_its_store(demo: DemoRun) -> None:
+    # What the history API, FHIR and alert endpoints offer works on the demo's embedded store
+    # too (auth is off in the demo), as soon as its traffic has stored something.
+    def patients_with_vitals() -> list[dict[str, Any]]:
+        items = demo.get("/patients")["items"]
+        return [p for p in items if p["last_vitals"]]
+
+    deadline = time.monotonic() + TRAFFIC_TIMEOUT
+    while not (patients := patients_with_vitals()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert patients, "no patient with stored vitals"
+    patient = patients[0]
+    kind = next(iter(patient["last_vitals"]))
+
+    page = demo.get(f"/patients/{patient['id']}/observations", kind=kind, limit=5)
+    assert page["items"] and all(o["kind"] == kind for o in page["items"])
+    # The latest vital the patient holds is one of its stored readings of that kind.
+    held = patient["last_vitals"][kind]["observation_id"]
+    history = demo.get(f"/patients/{patient['id']}/observations", kind=kind, limit=1000)
+    assert held in {o["id"] for o in history["items"]}
+    summary = demo.get(f"/patients/{patient['id']}/observations/summary", kind=kind)
+    assert summary["computed_in"] == "api" and sum(b["count"] for b in summary["buckets"]) >= 1
+
+    bundle = demo.get("/fhir/Observation", patient=patient["id"], _count=5)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
+    assert bundle["entry"], bundle
+    assert all(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"])
+    assert isinstance(demo.get("/alerts", state="all")["items"], list)
+
+
 def test_demo_traffic_covers_every_device_family_and_its_failure_modes(demo: DemoRun) -> None:
     wanted = {
         "families": lambda t: {"AVA4", "Kati", "Qube"} <= t.device_types,
