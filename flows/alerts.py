@@ -1,10 +1,10 @@
 """Alerts: one CloudEvent per stored observation that alerts, for Kafka `vitalflow.alerts`.
 
-An observation alerts when its severity is high or critical (`flows.enrich`): an SOS or a
-fall, a hypertensive crisis, a severely low SpO2, a hypoglycaemia, ... Its alert is the
+An observation alerts when its severity is high or critical (`flows.codes_and_flags`): an SOS
+or a fall, a hypertensive crisis, a severely low SpO2, a hypoglycaemia, ... Its alert is the
 CloudEvent `vitalflow.alert.<kind>`, where the kind is the code of its most serious flag
-(`sos`, `fall`, `bp_hypertensive_crisis`, `spo2_low_severe`, `hypoglycaemia_level_2`, ...;
-an emergency outranks any reading), keyed by patient.
+(`sos`, `fall`, `bp_hypertensive_crisis`, `spo2_low_severe`, `hypoglycaemia_level_2`, ...; an
+emergency outranks any reading), keyed by patient.
 
 The alert's id is its observation's id (`<message_id>:<index>`): one alert per observation,
 and a redelivery, a replay or an epoch re-run after a crash re-emits the same id, which
@@ -19,7 +19,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from flows.enrich import EVENT_FLAGS
+from flows.codes_and_flags import EVENT_FLAGS
 from flows.model import Envelope, Step, StepStatus
 from flows.step_events import SEVERITY_ORDER, isoformat_z
 

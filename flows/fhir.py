@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.enrich import CODINGS, LOINC_SYSTEM
+from flows.codes_and_flags import CODINGS, LOINC_SYSTEM
 from flows.model import ObservationKind
 
 __all__ = [

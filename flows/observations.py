@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from flows.enrich import enrich_reading
+from flows.codes_and_flags import enrich_reading
 from flows.model import Envelope
 from flows.thresholds import Thresholds
 

@@ -32,7 +32,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from flows.enrich import CODINGS
+from flows.codes_and_flags import CODINGS
 from flows.model import ObservationKind
 
 __all__ = [

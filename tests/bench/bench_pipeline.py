@@ -56,10 +56,10 @@ from pymongo.database import Database
 from step_watcher import SeenEvent, StepWatcher
 
 from connectors.mqtt_source import MqttTarget
+from flows.codes_and_flags import enrich_reading
 from flows.commands.seed import device_documents, write_roster
 from flows.device_clock import ClockRule
 from flows.devices.parse_payload import parse_payload
-from flows.enrich import enrich_reading
 from flows.model import fingerprint
 from flows.settings import DEFAULT_TOPICS, Settings
 from flows.simulator.device_roster import Roster, roster

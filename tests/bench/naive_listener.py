@@ -4,7 +4,7 @@ paho's `on_message` callback does everything for one message before the next: pa
 device in `devices`, update the patient, insert each observation, and send one step event per stage
 to Kafka, flushed at once (five round trips to Kafka per stored message, one or more to MongoDB per
 stage). The parsing and enrichment are vitalflow's own (`flows.devices.parse_payload`,
-`flows.enrich`), so the difference measured is the plumbing, not the device tables. No
+`flows.codes_and_flags`), so the difference measured is the plumbing, not the device tables. No
 de-duplication: a repeated copy finds its observations already stored (same `_id`).
 
 Run by `bench_pipeline.py --baseline naive` in a process of its own; it connects to the
@@ -31,9 +31,9 @@ from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError
 
 from connectors.mqtt_source import MqttTarget
+from flows.codes_and_flags import enrich_reading
 from flows.device_clock import ClockRule
 from flows.devices.parse_payload import parse_payload
-from flows.enrich import enrich_reading
 from flows.model import ParseError, fingerprint
 from flows.settings import DEFAULT_TOPICS, Settings
 from flows.thresholds import Thresholds

@@ -23,7 +23,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.server import serve_in_thread
-from flows.enrich import enrich_reading
+from flows.codes_and_flags import enrich_reading
 from flows.latest_vitals import latest_vitals
 from flows.model import ObservationKind, Reading, Step
 from flows.settings import Settings

@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from api.app import create_app
-from flows.enrich import enrich_reading
+from flows.codes_and_flags import enrich_reading
 from flows.model import ObservationKind, Reading
 from flows.settings import Settings
 from flows.thresholds import Thresholds

@@ -25,7 +25,7 @@ from pymongo.database import Database
 
 from api.app import create_app
 from flows.cli import main
-from flows.enrich import enrich_reading
+from flows.codes_and_flags import enrich_reading
 from flows.latest_vitals import latest_vitals
 from flows.model import ObservationKind, Reading
 from flows.observations import observation_id

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from flows.codes_and_flags import CODINGS, enrich_reading
 from flows.devices import ava4, kati, qube
 from flows.devices.measures import MEASURES
-from flows.enrich import CODINGS, enrich_reading
 from flows.model import ObservationKind, Reading
 from flows.thresholds import Thresholds
 

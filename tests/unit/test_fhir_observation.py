@@ -9,7 +9,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
-from flows.enrich import enrich_reading
+from flows.codes_and_flags import enrich_reading
 from flows.fhir import (
     fhir_id,
     kinds_for_code,

@@ -1,8 +1,8 @@
 """The demo's traffic is a mostly stable ward: a few alerts a minute, every alert path used.
 
-Each message is parsed and enriched as the flow would (`flows.devices.parse_payload`, `flows.enrich`
-with the default thresholds); a message "alerts" when one of its readings does, as its
-`5_medical_stored` event would say.
+Each message is parsed and enriched as the flow would (`flows.devices.parse_payload`,
+`flows.codes_and_flags` with the default thresholds); a message "alerts" when one of its
+readings does, as its `5_medical_stored` event would say.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flows.codes_and_flags import EVENT_FLAGS, enrich_reading
 from flows.commands.demo import ROSTER_PATIENTS, ROSTER_SEED, SOS_FRACTION
 from flows.device_clock import ClockRule
 from flows.devices.parse_payload import parse_payload
-from flows.enrich import EVENT_FLAGS, enrich_reading
 from flows.simulator.device_roster import roster
 from flows.simulator.payload_factory import payload_stream, simulated_clock
 from flows.thresholds import Severity, Thresholds

@@ -1,4 +1,4 @@
-"""Enrichment: a reading's LOINC codes, UCUM units and clinical flags.
+"""A reading's LOINC codes, UCUM units and clinical flags: the tables the enrich stage applies.
 
 `CODINGS` is the one table of LOINC codes (per kind, and per value for components); units
 come from `flows.devices.measures.MEASURES`, the same table the parsers normalise to, so a
