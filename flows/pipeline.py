@@ -36,9 +36,9 @@ from flows.alerts import alert_records
 from flows.dead_letters import dead_letters
 from flows.deduplicate import dedup_builder, device_key
 from flows.device_clock import ClockRule
+from flows.enrich import enrich_envelope
 from flows.lookup_patient import PatientLookup
 from flows.model import Delivery
-from flows.observations import enrich_envelope
 from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.settings import Settings

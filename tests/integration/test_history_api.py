@@ -1,7 +1,7 @@
 """The history API and FHIR search against the real MongoDB-wire server, and on the demo's store.
 
 Each test seeds a database of its own (`vf_test_<id>`) with pymongo, in the shapes the flow
-stores (`flows.observations`, `flows.latest_vitals`, `flows.store`,
+stores (`flows.enrich`, `flows.latest_vitals`, `flows.store`,
 `flows.commands.seed`), and reads it back through the app in-process (TestClient; the event
 feed is an empty SQLite log).
 """
@@ -26,9 +26,9 @@ from pymongo.database import Database
 from api.app import create_app
 from flows.cli import main
 from flows.codes_and_flags import enrich_reading
+from flows.enrich import observation_id
 from flows.latest_vitals import latest_vitals
 from flows.model import ObservationKind, Reading
-from flows.observations import observation_id
 from flows.settings import Settings
 from flows.thresholds import Thresholds
 from sinks.event_log import SqliteEventLog
@@ -56,7 +56,7 @@ def stored(
     measured_at: datetime,
     hospital: str = "H1",
 ) -> dict[str, Any]:
-    """Observation `n` in the shape `flows.observations.enrich_envelope` stores."""
+    """Observation `n` in the shape `flows.enrich.enrich_envelope` stores."""
     message_id = f"{n:032x}"
     reading = Reading(kind, values, measured_at, measured_at)
     return {

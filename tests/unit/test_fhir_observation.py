@@ -10,6 +10,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from flows.codes_and_flags import enrich_reading
+from flows.enrich import observation_id
 from flows.fhir import (
     fhir_id,
     kinds_for_code,
@@ -18,14 +19,13 @@ from flows.fhir import (
     to_fhir_observation,
 )
 from flows.model import ObservationKind, Reading
-from flows.observations import observation_id
 from flows.thresholds import Thresholds
 
 MEASURED = datetime(2026, 3, 1, 8, 30, 15, 250000, tzinfo=UTC)
 
 
 def stored(kind: ObservationKind, values: dict[str, Any], **attributes: Any) -> dict[str, Any]:
-    """An observation document in the shape `flows.observations.enrich_envelope` stores."""
+    """An observation document in the shape `flows.enrich.enrich_envelope` stores."""
     reading = Reading(kind, values, MEASURED, MEASURED, attributes=attributes)
     return {
         "_id": observation_id("0123456789abcdef0123456789abcdef", 2),

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from test_parse_fuzz import FUZZ, RULE, json_values, mutated_samples, topics
 
 from flows.dead_letters import dead_letters
+from flows.enrich import enrich_envelope
 from flows.latest_vitals import latest_vitals
 from flows.lookup_patient import PatientLookup
 from flows.model import Delivery, fingerprint
-from flows.observations import enrich_envelope
 from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.step_events import step_events
