@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 
-__all__ = ["DedupLogic", "DedupState", "dedup_builder", "device_key"]
+__all__ = ["DedupLogic", "DedupState", "dedup_builder", "dedup_key"]
 
 DUPLICATE = "duplicate"
 
@@ -36,7 +36,7 @@ DUPLICATE = "duplicate"
 DedupState = dict[str, tuple[float, int, bool] | tuple[float, int]]
 
 
-def device_key(envelope: Envelope) -> str:
+def dedup_key(envelope: Envelope) -> str:
     """Return the de-dup key of a message: its device, as `<device_type>/<device_id>`."""
     return f"{envelope.device_type}/{envelope.device_id}"
 

@@ -112,7 +112,12 @@ class Reading:
 
 @dataclass
 class DeviceStatus:
-    """What a status message says about a device (heartbeat, battery, signal, online)."""
+    """What a status message says about a device (heartbeat, battery, signal, online).
+
+    `device_key` is the device's `device_status` `_id`, `<id_kind>:<id>`: not the de-dup
+    key (`flows.deduplicate.dedup_key`) nor a `devices` registry key, though for a gateway
+    or a watch it has the same spelling as the latter.
+    """
 
     device_key: str
     online: bool | None = None

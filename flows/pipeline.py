@@ -34,7 +34,7 @@ from pymongo.database import Database
 from connectors.mqtt_source import MqttSource
 from flows.alerts import alert_records
 from flows.dead_letters import dead_letters
-from flows.deduplicate import dedup_builder, device_key
+from flows.deduplicate import dedup_builder, dedup_key
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_envelope
 from flows.lookup_patient import PatientLookup
@@ -89,7 +89,7 @@ def build_flow(
             database, settings.lookup_cache_ttl_seconds, settings.lookup_negative_ttl_seconds
         ),
     )
-    keyed = op.key_on("by_device", found, device_key)
+    keyed = op.key_on("by_device", found, dedup_key)
     unique = op.stateful(
         "deduplicate",
         keyed,

@@ -25,7 +25,7 @@ from flows.simulator.device_roster import (
     DEFAULT_PATIENTS,
     DEFAULT_SEED,
     Roster,
-    normalise_device_key,
+    normalise_registry_key,
     roster,
 )
 from sinks.mongo_database import open_database
@@ -158,7 +158,7 @@ def register_device(
     `registered_at` keeps its first value. `device_type` defaults from the id kind (`ble`
     and `gateway` are AVA4, `imei` Kati, `citizen_id` Qube).
     """
-    normalised = normalise_device_key(key)
+    normalised = normalise_registry_key(key)
     id_kind = IdKind(normalised.partition(":")[0])
     document: Document = {
         "_id": normalised,

@@ -44,10 +44,10 @@ __all__ = [
     "VitalProfile",
     "Watch",
     "citizen_id_check_digit",
-    "device_key",
     "is_valid_citizen_id",
     "luhn_check_digit",
-    "normalise_device_key",
+    "normalise_registry_key",
+    "registry_key",
     "roster",
 ]
 
@@ -319,7 +319,7 @@ def luhn_check_digit(digits: str) -> int:
     return (10 - total % 10) % 10
 
 
-def normalise_device_key(key: str) -> str:
+def normalise_registry_key(key: str) -> str:
     """Return `key` (`<id_kind>:<id>`, the id in any spelling) with its id normalised.
 
     `"ble:d6:16:f9:64:16:22"` becomes `"ble:D616F9641622"`; a key that names no known id kind
@@ -327,12 +327,12 @@ def normalise_device_key(key: str) -> str:
     """
     kind_text, separator, raw = key.partition(":")
     if not separator:
-        msg = f"device key must look like <id_kind>:<id>, got {key!r}"
+        msg = f"registry key must look like <id_kind>:<id>, got {key!r}"
         raise ValueError(msg)
-    return device_key(kind_text, raw)
+    return registry_key(kind_text, raw)
 
 
-def device_key(id_kind: IdKind | str, raw_id: str) -> str:
+def registry_key(id_kind: IdKind | str, raw_id: str) -> str:
     """Return the registry key `<id_kind>:<normalised id>` for an id in any spelling."""
     try:
         kind = IdKind(id_kind)

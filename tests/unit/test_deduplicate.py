@@ -4,7 +4,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.deduplicate import DedupLogic, dedup_builder, device_key
+from flows.deduplicate import DedupLogic, dedup_builder, dedup_key
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 
 # Near the wall clock: expiry (`on_notify`) runs on wall time, and would clear entries dated
@@ -37,7 +37,7 @@ def envelope(
 
 def run_dedup(items: list[Envelope], ttl: timedelta = timedelta(minutes=10)) -> list[Envelope]:
     flow = Dataflow("dedup_test")
-    keyed = op.key_on("key", op.input("in", flow, TestingSource(items)), device_key)
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(items)), dedup_key)
     out: list[tuple[str, Envelope]] = []
     op.output("out", op.stateful("dedup", keyed, dedup_builder(ttl, 100)), TestingSink(out))
     run_main(flow)

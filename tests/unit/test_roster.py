@@ -12,10 +12,10 @@ from flows.model import ObservationKind
 from flows.simulator.device_roster import (
     AVA4_DEVICE_MODELS,
     citizen_id_check_digit,
-    device_key,
     is_valid_citizen_id,
     luhn_check_digit,
-    normalise_device_key,
+    normalise_registry_key,
+    registry_key,
     roster,
 )
 
@@ -181,23 +181,23 @@ def test_imeis_carry_a_valid_luhn_digit():
         ("citizen_id:3-5703-00400-00-4", "citizen_id:3570300400004"),
     ],
 )
-def test_device_keys_are_normalised_from_any_spelling(raw: str, expected: str):
-    assert normalise_device_key(raw) == expected
+def test_registry_keys_are_normalised_from_any_spelling(raw: str, expected: str):
+    assert normalise_registry_key(raw) == expected
 
 
-def test_device_key_builds_keys_from_kind_and_raw_id():
-    assert device_key("gateway", "dc:da:0c:5a:80:64") == "gateway:DCDA0C5A8064"
+def test_registry_key_builds_keys_from_kind_and_raw_id():
+    assert registry_key("gateway", "dc:da:0c:5a:80:64") == "gateway:DCDA0C5A8064"
 
 
 @pytest.mark.parametrize("raw", ["ble:xyz", "watch:861265061482607", "861265061482607", "imei:12"])
-def test_unusable_device_keys_are_refused(raw: str):
+def test_unusable_registry_keys_are_refused(raw: str):
     with pytest.raises(ValueError):
-        normalise_device_key(raw)
+        normalise_registry_key(raw)
 
 
 def test_refusing_a_citizen_id_does_not_echo_it():
     with pytest.raises(ValueError) as caught:
-        normalise_device_key("citizen_id:35703004000")
+        normalise_registry_key("citizen_id:35703004000")
     assert "35703004000" not in str(caught.value)
 
 
