@@ -20,22 +20,45 @@ import queue
 import ssl
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.mqtt_inbox import MqttInbox
 from flows.model import Delivery, fingerprint
 
-__all__ = ["MqttSource", "MqttTarget"]
+__all__ = ["MQTT_RECEIVED", "MQTT_UNACKED", "MqttSource", "MqttTarget", "source_activity"]
 
 logger = logging.getLogger(__name__)
 
 _IDLE_POLL = timedelta(milliseconds=20)
+
+MQTT_RECEIVED = Counter(
+    "vitalflow_mqtt_received", "MQTT messages received, by source partition", ["partition"]
+)
+MQTT_UNACKED = Gauge(
+    "vitalflow_mqtt_unacked_messages",
+    "Messages received and not yet acknowledged (in the inbox, the open epoch, or sealed "
+    "waiting for their PUBACK), by source partition",
+    ["partition"],
+)
+
+# partition -> (monotonic time of its last poll by the worker, connected to the broker)
+_activity: dict[str, tuple[float, bool]] = {}
+
+
+def source_activity() -> dict[str, tuple[float, bool]]:
+    """Return when the worker last polled each partition here, and whether it is connected.
+
+    Times are `time.monotonic()`: a liveness signal for `flows.health`.
+    """
+    return dict(_activity)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,8 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
     inbox: MqttInbox[_Received]
     batch_size: int
     connection: list[int]
+    name: str = "mqtt-0"
+    connected: list[bool] = field(default_factory=lambda: [False])
     emitted: list[tuple[int, int, int]] = field(default_factory=list)
     sealed: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -122,6 +147,10 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
             if item.qos > 0:
                 self.emitted.append((item.generation, item.mid, item.qos))
             batch.append(item.delivery)
+        _activity[self.name] = (time.monotonic(), self.connected[0])
+        if batch:
+            MQTT_RECEIVED.labels(self.name).inc(len(batch))
+        MQTT_UNACKED.labels(self.name).set(len(self.inbox) + len(self.emitted) + len(self.sealed))
         return batch
 
     @override
@@ -139,6 +168,7 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
 
     @override
     def close(self) -> None:
+        _activity.pop(self.name, None)
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -158,6 +188,9 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
     Each partition is one MQTT client with a stable client id and a persistent session.
     With more than one partition they join a shared subscription so the broker spreads the
     load; a message is redelivered to the same session if the flow dies before acking it.
+    In a cluster of `processes`, process `process_id` runs the partitions i with
+    i mod processes == process_id, so every session is connected whatever the cluster size
+    as long as it has at most `partitions` processes.
     """
 
     def __init__(
@@ -174,6 +207,8 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         batch_size: int = 1000,
         ca_file: str | None = None,
         stop: threading.Event | None = None,
+        process_id: int = 0,
+        processes: int = 1,
     ) -> None:
         self._target = MqttTarget.from_url(url)
         self._topics = topics
@@ -186,10 +221,17 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         self._batch_size = batch_size
         self._ca_file = ca_file
         self._stop = stop if stop is not None else threading.Event()
+        self._process_id = process_id
+        self._processes = processes
 
     @override
     def list_parts(self) -> list[str]:
-        return [f"mqtt-{i}" for i in range(self._partitions)]
+        # In a cluster each process offers only its share (partition i on process i mod N):
+        # Bytewax makes a worker with access the primary, so the clients spread over the
+        # processes instead of landing where a hash of their names puts them.
+        return [
+            f"mqtt-{i}" for i in range(self._partitions) if i % self._processes == self._process_id
+        ]
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
@@ -197,6 +239,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         del resume_state
         inbox: MqttInbox[_Received] = MqttInbox(self._inbox_size, self._inbox_bytes)
         connection = [0]
+        connected = [False]
         subscriptions = [
             (f"$share/{self._share_group}/{t}" if self._partitions > 1 else t, self._qos)
             for t in self._topics
@@ -222,6 +265,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
                 return
             with lock:
                 connection[0] += 1
+            connected[0] = True
             logger.info(
                 "MQTT %s connected to %s:%s (session present: %s)",
                 for_part,
@@ -235,6 +279,7 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         def on_disconnect(
             _client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
         ) -> None:
+            connected[0] = False
             logger.warning(
                 "MQTT %s disconnected (%s); paho reconnects with backoff", for_part, reason
             )
@@ -268,4 +313,5 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
         self._target.connect(client, self._ca_file)
         client.loop_start()
         return _MqttPartition(
-            self._stop, client, inbox, self._batch_size, connection)
+            self._stop, client, inbox, self._batch_size, connection, for_part, connected
+        )

@@ -13,6 +13,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from flows.flow_metrics import DEAD_LETTERS
 from flows.model import Envelope
 from flows.step_events import isoformat_z
 
@@ -67,6 +68,7 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
         extra={"message_id": delivery.message_id, "step": str(failed.step)},
     )
     key = envelope.device_id
+    DEAD_LETTERS.labels(str(failed.error_code)).inc()
     return [(key, (key, _encode_within_limit(record, delivery.payload)))]
 
 

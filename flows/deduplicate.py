@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.operators import StatefulLogic
 from typing_extensions import override
 
+from flows.flow_metrics import DEDUP_DEVICES, DEDUP_ENTRIES
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 
 __all__ = ["DedupLogic", "DedupState", "dedup_builder", "dedup_key"]
@@ -51,6 +52,12 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
 
     @override
     def on_item(self, value: Envelope) -> tuple[list[Envelope], bool]:
+        before = len(self.seen)
+        result = self._deliver(value)
+        DEDUP_ENTRIES.inc(len(self.seen) - before)
+        return result
+
+    def _deliver(self, value: Envelope) -> tuple[list[Envelope], bool]:
         message_id = value.delivery.message_id
         now = value.delivery.received_at.timestamp()
         entry = self.seen.get(message_id)
@@ -77,12 +84,16 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
     @override
     def on_notify(self) -> tuple[list[Envelope], bool]:
         horizon = datetime.now(UTC).timestamp() - self.ttl.total_seconds()
+        before = len(self.seen)
         # Insertion order is first-seen order, so expired entries sit at the front.
         while self.seen:
             oldest = next(iter(self.seen))
             if self.seen[oldest][0] > horizon:
                 break
             del self.seen[oldest]
+        DEDUP_ENTRIES.dec(before - len(self.seen))
+        if self._is_empty():
+            DEDUP_DEVICES.dec()
         return [], self._is_empty()
 
     @override
@@ -112,7 +123,10 @@ def dedup_builder(ttl: timedelta, max_entries: int) -> Callable[[DedupState | No
     """Return the builder `op.stateful` calls for each device, fresh or resumed."""
 
     def build(resume_state: DedupState | None) -> DedupLogic:
-        return DedupLogic(dict(resume_state or {}), ttl, max_entries)
+        seen = dict(resume_state or {})
+        DEDUP_DEVICES.inc()
+        DEDUP_ENTRIES.inc(len(seen))
+        return DedupLogic(seen, ttl, max_entries)
 
     return build
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from flows.devices.fields import to_number
+from flows.flow_metrics import CLOCK_CLAMPS
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -76,7 +77,10 @@ def measured_time(device_time: datetime | None, received_at: datetime, rule: Clo
         return received
     device = _as_utc(device_time)
     if received - rule.max_age <= device <= received + rule.max_skew:
+        if device > received:
+            CLOCK_CLAMPS.labels("ahead").inc()
         return min(device, received)
+    CLOCK_CLAMPS.labels("implausible").inc()
     return received
 
 

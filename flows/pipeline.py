@@ -72,7 +72,6 @@ def build_flow(
     """
     if database is None:
         database = partial(open_database, settings)
-    writer = partial(open_record_writer, settings)
     flow = Dataflow("vitalflow")
 
     deliveries = op.input("mqtt", flow, source or _mqtt_source(settings, stop))
@@ -106,17 +105,31 @@ def build_flow(
     stored = op.flat_map_batch("store", enriched, ObservationStore(database))
 
     events = op.flat_map("step_events", stored, step_events)
-    op.output("steps_out", events, steps_sink or RecordSink(settings.steps_topic, writer))
+    op.output("steps_out", events, steps_sink or _record_sink(settings, settings.steps_topic))
     letters = op.flat_map("dead_letters", stored, dead_letters)
-    op.output("dlq_out", letters, dlq_sink or RecordSink(settings.dlq_topic, writer))
+    op.output("dlq_out", letters, dlq_sink or _record_sink(settings, settings.dlq_topic))
     alerts = op.flat_map("alerts", stored, alert_records)
-    op.output("alerts_out", alerts, alerts_sink or RecordSink(settings.alerts_topic, writer))
+    op.output("alerts_out", alerts, alerts_sink or _record_sink(settings, settings.alerts_topic))
     return flow
 
 
 def flow() -> Dataflow:
     """Bytewax's runner entry point: the flow configured by the environment and `.env`."""
     return build_flow(Settings())
+
+
+def _record_sink(settings: Settings, topic: str) -> RecordSink:
+    # As many writers as MQTT partitions, spread over the processes like them: every process
+    # writes to Kafka, and a record goes to the writer its key hashes to. The count must not
+    # follow the cluster size: recovery remembers each writer, and a resume that does not
+    # list one it remembers stops the flow.
+    return RecordSink(
+        topic,
+        partial(open_record_writer, settings),
+        parts=settings.mqtt_partitions,
+        process_id=settings.this_process,
+        processes=settings.processes,
+    )
 
 
 def _mqtt_source(settings: Settings, stop: threading.Event | None) -> MqttSource:
@@ -131,4 +144,6 @@ def _mqtt_source(settings: Settings, stop: threading.Event | None) -> MqttSource
         inbox_bytes=settings.mqtt_inbox_bytes,
         ca_file=settings.mqtt_ca_file,
         stop=stop,
+        process_id=settings.this_process,
+        processes=settings.processes,
     )

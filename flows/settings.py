@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     mqtt_qos: int = Field(default=1, ge=0, le=2)
     mqtt_client_id: str = "vitalflow"
     mqtt_share_group: str = "vitalflow"
+    # MQTT clients (a shared subscription), and Kafka writers per topic, over the whole
+    # cluster: fixed for the life of the recovery data, at least the most processes it will run.
     mqtt_partitions: int = Field(default=1, ge=1)
     mqtt_inbox_size: int = Field(default=20_000, ge=1)
     # Received payload bytes waiting for the flow; with the count above, what bounds memory
@@ -109,8 +111,18 @@ class Settings(BaseSettings):
     thresholds_file: Path | None = None
 
     recovery_dir: Path | None = Path(".vitalflow/recovery")
+    # Fixed for the life of the recovery data: the most workers the cluster will ever have
+    # (None: this cluster's workers at first start). Process 0 creates them (`vitalflow run`).
+    recovery_partitions: int | None = Field(default=None, ge=1)
     epoch_interval_seconds: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, ge=1)
+    # One process of a Bytewax cluster: its index and every process's `host:port`, `;`-separated.
+    process_id: int | None = Field(default=None, ge=0)
+    addresses: str | None = None
+    # Prometheus metrics and /healthz of the flow process; None serves neither.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # /healthz fails once the source went this long without being polled (a stuck worker).
+    health_stall_seconds: float = Field(default=120.0, gt=0)
 
     @field_validator("mqtt_url")
     @classmethod
@@ -130,6 +142,21 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         """The MQTT topic filters to subscribe to."""
         return [t.strip() for t in self.mqtt_topics.split(",") if t.strip()]
+
+    @property
+    def cluster_addresses(self) -> list[str]:
+        """Every process's `host:port`, in process-id order; empty when not a cluster."""
+        return [a.strip() for a in (self.addresses or "").split(";") if a.strip()]
+
+    @property
+    def processes(self) -> int:
+        """How many processes the cluster has (1 when not a cluster)."""
+        return max(1, len(self.cluster_addresses))
+
+    @property
+    def this_process(self) -> int:
+        """The index of this process in the cluster (0 when not a cluster)."""
+        return self.process_id or 0
 
     @property
     def subscriptions(self) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from flows.flow_metrics import STEP_OUTCOMES
 from flows.model import Envelope, StepOutcome, StepStatus
 
 __all__ = [
@@ -88,6 +89,8 @@ def to_cloudevent(envelope: Envelope, outcome: StepOutcome) -> dict[str, Any]:
 def step_events(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     """Return `(key, (key, event JSON))` for each outcome, in step order, for the Kafka sink."""
     key = envelope.device_id
+    for o in envelope.outcomes:
+        STEP_OUTCOMES.labels(str(o.step), str(o.status), str(envelope.device_type)).inc()
     return [(key, (key, _encode(to_cloudevent(envelope, o)))) for o in envelope.outcomes]
 
 

@@ -47,16 +47,35 @@ class _RecordPartition(StatefulSinkPartition[Record, None]):
 
 
 class RecordSink(FixedPartitionedSink[Record, None]):
-    """Writes `(key, (key, value))` items to `topic` through writers from `open_writer`."""
+    """Writes `(key, (key, value))` items to `topic` through writers from `open_writer`.
 
-    def __init__(self, topic: str, open_writer: Callable[[], RecordWriter], parts: int = 1) -> None:
+    With `parts` writers in a cluster of `processes`, process `process_id` offers the parts
+    i with i mod processes == process_id, so every process writes a share (by key, so a
+    device's records stay in order) instead of all records crossing to one process.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        open_writer: Callable[[], RecordWriter],
+        parts: int = 1,
+        *,
+        process_id: int = 0,
+        processes: int = 1,
+    ) -> None:
         self._topic = topic
         self._open_writer = open_writer
         self._parts = parts
+        self._process_id = process_id
+        self._processes = processes
 
     @override
     def list_parts(self) -> list[str]:
-        return [f"{self._topic}-{i}" for i in range(self._parts)]
+        return [
+            f"{self._topic}-{i}"
+            for i in range(self._parts)
+            if i % self._processes == self._process_id
+        ]
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RecordPartition:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from flows.health import serve_health
 from flows.pipeline import build_flow
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
@@ -26,13 +27,23 @@ logger = logging.getLogger("vitalflow")
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
-    """Return the recovery configuration of `settings`, creating the partitions on first use."""
+    """Return the recovery configuration of `settings`, creating the partitions on first use.
+
+    Only process 0 ever creates partitions, all of them, in its own directory: Bytewax needs
+    the cluster as a whole to hold every partition, not each process, and process 0 is in
+    every cluster size, so state written by N processes resumes under any other count
+    without moving files. Other processes use what their directory holds (nothing on a
+    volume of their own; the same files when the directory is shared). Creating partitions
+    anywhere else could give the cluster two different copies of one partition.
+    """
     directory = settings.recovery_dir
     if directory is None:
         return None
-    if not any(directory.glob("part-*.sqlite3")):
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, settings.workers)
+    directory.mkdir(parents=True, exist_ok=True)
+    if settings.this_process == 0 and not any(directory.glob("part-*.sqlite3")):
+        count = settings.recovery_partitions or settings.processes * settings.workers
+        init_db_dir(directory, count)
+        logger.info("vitalflow run: created %d recovery partitions in %s", count, directory)
     return RecoveryConfig(directory)
 
 
@@ -45,7 +56,27 @@ def run_dataflow(settings: Settings) -> int:
         # A setting of the right type but unusable (an MQTT URL that is not one, say).
         logger.error("vitalflow run: invalid configuration: %s", exc)
         return 2
+    if (settings.process_id is None) != (not settings.cluster_addresses) or (
+        settings.this_process >= settings.processes
+    ):
+        logger.error(
+            "vitalflow run: invalid configuration: a cluster process needs both --process-id "
+            "and --addresses, the id below the number of addresses (got %s and %r)",
+            settings.process_id,
+            settings.addresses,
+        )
+        return 2
+    if settings.processes > 1:
+        logger.info(
+            "vitalflow run: process %d of a %d-process cluster (%s), %d worker(s) each",
+            settings.this_process,
+            settings.processes,
+            ";".join(settings.cluster_addresses),
+            settings.workers,
+        )
     recovery = recovery_config(settings)
+    if settings.metrics_port is not None:
+        serve_health(settings.metrics_port, settings.health_stall_seconds)
     logger.info(
         "vitalflow run: mqtt %s topics %s -> mongo %s db %s, events %s (recovery: %s)",
         without_password(settings.mqtt_url),
@@ -66,6 +97,8 @@ def run_dataflow(settings: Settings) -> int:
             workers_per_process=settings.workers,
             epoch_interval=timedelta(seconds=settings.epoch_interval_seconds),
             recovery_config=recovery,
+            process_id=settings.process_id,
+            addresses=settings.cluster_addresses or None,
         )
     except KeyboardInterrupt:
         # Safe at any point: un-acked messages are redelivered on the next start.

@@ -17,6 +17,8 @@ own database first. Every run gets its own database, Kafka topics and MQTT sessi
    gives it) and compared with the step-5 event's CloudEvent `time` (stamped when the
    observations' `insert_many` has returned: stored in MongoDB) and with the moment the
    event was consumed from Kafka (step 5 visible downstream).
+   With `--processes 1 2`, each throughput run is repeated as a 2-process cluster (one MQTT
+   partition per process, a shared subscription; `ClusterUnderTest` of the harness).
 3. **Baseline** (`--baseline naive`): `naive_listener.py`, a per-message paho callback, over
    the same messages queued the same way, in its own database and topic.
 
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 import paho.mqtt.client as mqtt
-from pipeline_harness import FlowUnderTest, publish
+from pipeline_harness import ClusterUnderTest, FlowUnderTest, publish
 from process_cpu import CpuMeter, Profile, service_processes
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -346,6 +348,63 @@ class Bench:
             )
         )
 
+    def cluster_throughput_run(self, epoch: float, processes: int) -> None:
+        """Throughput of a cluster of `processes` OS processes (one MQTT partition each)."""
+        name = f"throughput, epoch {epoch} s, {processes} processes"
+        print(f"\n== vitalflow {name}: {len(self.messages)} messages queued first ==")
+        flow = self.new_flow(epoch)
+        cluster = ClusterUnderTest(flow, partitions=processes, recovery_partitions=processes)
+        cluster.prepare_sessions()
+        started = time.perf_counter()
+        publish(flow.mqtt_url, [(m.topic, m.payload) for m in self.messages])
+        print(
+            f"  published {len(self.messages)} at QoS 1 into the flow's {processes} sessions in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        watcher = self.watch(flow, self.messages, fetch_wait_ms=200)
+        meter = self.meter()
+        meter.add("step watcher (Kafka consumer)", watcher.pid)
+        try:
+            meter.start()
+            wall_start = time.time()
+            cluster.start(processes)
+            for process_id, process in enumerate(cluster.processes):
+                meter.add(f"vitalflow run, process {process_id}", process.pid, from_zero=True)
+            deadline = time.monotonic() + self.args.timeout
+            while watcher.ended < len(self.messages):
+                cluster.assert_running()
+                if time.monotonic() > deadline:
+                    msg = f"{watcher.ended} of {len(self.messages)} chains ended"
+                    raise TimeoutError(msg)
+                time.sleep(0.05)
+            received = [cluster.received_by_partition(p) for p in range(processes)]
+            meter.stop()
+        finally:
+            cluster.stop()
+        events = watcher.stop()
+        total = max(e.consumed_at for e in events) - wall_start
+        steady = max(e.consumed_at for e in events) - min(e.consumed_at for e in events)
+        count = len(self.messages)
+        print(
+            f"  every chain ended {total:.1f} s after the cluster was started = "
+            f"{count / total:,.0f} msg/s including start-up; first event to last chain end "
+            f"{steady:.1f} s = {count / steady:,.0f} msg/s"
+        )
+        print(f"  MQTT deliveries by process and partition: {received}")
+        print(self.check(flow, events, self.messages))
+        print("  CPU during the run:")
+        print(meter.report())
+        self.results.append(
+            RunResult(
+                f"vitalflow {name}",
+                {
+                    "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
+                    "msg/s (incl. start-up)": f"{count / total:,.0f}",
+                },
+                meter.headline(),
+            )
+        )
+
     def latency_run(self, epoch: float, rate: float) -> None:
         count = min(len(self.messages), max(1, int(rate * self.args.rate_seconds)))
         messages = self.messages[:count]
@@ -610,6 +669,13 @@ def main() -> None:
         "--rate-seconds", type=float, default=20.0, help="how long each fixed-rate run publishes"
     )
     parser.add_argument("--no-throughput", action="store_true", help="only the fixed-rate runs")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="throughput runs as a Bytewax cluster of N OS processes (one MQTT partition each)",
+    )
     parser.add_argument("--baseline", choices=["naive"], help="also run the naive listener")
     parser.add_argument(
         "--baseline-messages", type=int, default=0, help="cap the baseline's messages (0: all)"
@@ -629,7 +695,11 @@ def main() -> None:
     try:
         if not args.no_throughput:
             for epoch in args.epoch_interval:
-                bench.throughput_run(epoch)
+                for processes in args.processes:
+                    if processes == 1:
+                        bench.throughput_run(epoch)
+                    else:
+                        bench.cluster_throughput_run(epoch, processes)
         for epoch in args.epoch_interval:
             for rate in args.rate:
                 bench.latency_run(epoch, rate)

@@ -12,9 +12,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,3 +338,135 @@ def register_bp_patient(db: Database[dict[str, Any]], patient_id: str) -> None:
     """Register a patient (hospital h1) and the cuff `bp_message` readings come from."""
     db.patients.insert_one({"_id": patient_id, "hospital_id": "h1"})
     db.devices.insert_one({"_id": BP_DEVICE_KEY, "patient_id": patient_id})
+
+
+def free_port() -> int:
+    """Return a loopback TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ClusterUnderTest:
+    """`vitalflow run` as N OS processes of one Bytewax cluster on loopback addresses.
+
+    Names (database, topics, client ids, share group) come from `flow`; each process gets a
+    recovery directory of its own, as a pod gets its own volume, and a metrics port. The
+    MQTT partition count is fixed (`partitions`), whatever the number of processes.
+    """
+
+    flow: FlowUnderTest
+    partitions: int = 3
+    recovery_partitions: int = 3
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)
+    log_files: list[Path] = field(default_factory=list)
+    run_number: int = 0
+
+    def recovery_dir(self, process_id: int) -> Path:
+        return self.flow.workdir / f"recovery-{process_id}"
+
+    def start(self, count: int) -> None:
+        """Start a cluster of `count` processes (fresh ports: a killed one's may linger)."""
+        self.run_number += 1
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(count))
+        self.processes, self.metrics_ports = [], []
+        for process_id in range(count):
+            port = free_port()
+            env = self.flow.env()
+            env.update(
+                VITALFLOW_PROCESS_ID=str(process_id),
+                VITALFLOW_ADDRESSES=addresses,
+                VITALFLOW_METRICS_PORT=str(port),
+                VITALFLOW_RECOVERY_DIR=str(self.recovery_dir(process_id)),
+                VITALFLOW_RECOVERY_PARTITIONS=str(self.recovery_partitions),
+                VITALFLOW_MQTT_PARTITIONS=str(self.partitions),
+            )
+            log = self.flow.workdir / f"cluster-run{self.run_number}-p{process_id}.log"
+            self.log_files.append(log)
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "flows.cli", "run"],
+                    env=env,
+                    stdout=log.open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            self.metrics_ports.append(port)
+
+    def current_logs(self) -> list[str]:
+        runs = self.log_files[-len(self.processes) :] if self.processes else []
+        return [p.read_text(errors="replace") for p in runs]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_files
+        )
+
+    def wait_connected(self, timeout: float = 90) -> None:
+        """Wait until every MQTT partition is connected, on whichever process runs it."""
+        wait_for(
+            lambda: (
+                sum(log.count(" connected to ") for log in self.current_logs()) >= self.partitions
+            ),
+            timeout,
+            None,
+            f"{self.partitions} MQTT partitions connected\n{self.logs()}",
+        )
+
+    def assert_running(self) -> None:
+        dead = [i for i, p in enumerate(self.processes) if p.poll() is not None]
+        assert not dead, f"cluster processes {dead} exited:\n{self.logs()}"
+
+    def kill(self, process_id: int) -> None:
+        """`kill -9` one process (its whole process group), as a crash would."""
+        process = self.processes[process_id]
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def kill_all(self) -> None:
+        for process_id in range(len(self.processes)):
+            self.kill(process_id)
+
+    def scrape(self, process_id: int) -> str:
+        """Return the Prometheus text of one process's metrics endpoint."""
+        url = f"http://127.0.0.1:{self.metrics_ports[process_id]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return str(answer.read().decode())
+
+    def received_by_partition(self, process_id: int) -> dict[str, float]:
+        """Return `vitalflow_mqtt_received_total` by partition, from one process's metrics."""
+        got: dict[str, float] = {}
+        for line in self.scrape(process_id).splitlines():
+            if line.startswith("vitalflow_mqtt_received_total{"):
+                labels, value = line.rsplit(" ", 1)
+                got[labels.split('partition="')[1].split('"')[0]] = float(value)
+        return got
+
+    def prepare_sessions(self) -> None:
+        """Create every partition's persistent session in the share group before publishing."""
+        target = MqttTarget.from_url(self.flow.mqtt_url)
+        topics = [*DEFAULT_TOPICS.split(","), f"{self.flow.replay_prefix}/#"]
+        for part in range(self.partitions):
+            client = mqtt.Client(
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                client_id=f"{self.flow.client_id}-mqtt-{part}",
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+            )
+            client.connect(target.host, target.port)
+            client.loop_start()
+            group = self.flow.client_id
+            result, _mid = client.subscribe([(f"$share/{group}/{t}", 1) for t in topics])
+            assert result == mqtt.MQTT_ERR_SUCCESS
+            time.sleep(0.3)
+            client.disconnect()
+            client.loop_stop()
+
+    def stop(self) -> None:
+        self.kill_all()
+        self.flow.partitions = self.partitions
+        self.flow.forget_sessions()

@@ -450,14 +450,42 @@ def test_compose_waits_for_dependencies_that_have_a_healthcheck() -> None:
         assert flow_waits[target]["condition"] == "service_healthy"
 
 
-def test_compose_runs_one_flow_with_its_recovery_dir_on_a_named_volume() -> None:
-    flow = compose_services()["flow"]
-    assert flow["restart"] == "unless-stopped"
-    assert flow.get("deploy", {}).get("replicas", 1) == 1
-    recovery = recovery_dir_of(compose_env(flow))
+def compose_flows() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in app_services().items() if s["command"][0] == "run"}
+
+
+def test_compose_runs_the_flow_as_a_two_process_cluster_each_on_its_own_volume() -> None:
+    flows = compose_flows()
+    assert len(flows) == 2, flows.keys()
     named = compose()["volumes"].keys()
-    mounts = [v.split(":") for v in flow["volumes"]]
-    assert any(src in named and is_under(recovery, dst) for src, dst, *_ in mounts), mounts
+    sources: set[str] = set()
+    ids: set[int] = set()
+    for name, flow in flows.items():
+        assert flow["restart"] == "unless-stopped"
+        assert flow.get("deploy", {}).get("replicas", 1) == 1, f"{name}: a process is one service"
+        env = compose_env(flow)
+        addresses = env["VITALFLOW_ADDRESSES"].split(";")
+        process_id = int(env["VITALFLOW_PROCESS_ID"])
+        assert len(addresses) == len(flows)
+        # Every process is reached at its own entry, by its service's host name.
+        assert addresses[process_id].split(":")[0] == flow["hostname"] == name
+        ids.add(process_id)
+        assert int(env["VITALFLOW_MQTT_PARTITIONS"]) >= len(flows)
+        assert int(env["VITALFLOW_RECOVERY_PARTITIONS"]) >= len(flows)
+        recovery = recovery_dir_of(env)
+        mounts = [v.split(":") for v in flow["volumes"]]
+        mounted = [src for src, dst, *_ in mounts if src in named and is_under(recovery, dst)]
+        assert mounted, mounts
+        sources.update(mounted)
+        assert "/healthz" in " ".join(flow["healthcheck"]["test"])
+        assert env["VITALFLOW_METRICS_PORT"] in " ".join(flow["healthcheck"]["test"])
+    assert ids == set(range(len(flows)))
+    assert len(sources) == len(flows), "each process needs a volume of its own"
+    same = {k: v for k, v in compose_env(flows["flow"]).items() if k != "VITALFLOW_PROCESS_ID"}
+    for flow in flows.values():
+        assert {
+            k: v for k, v in compose_env(flow).items() if k != "VITALFLOW_PROCESS_ID"
+        } == same, "the processes of one cluster differ only by their id"
 
 
 def test_compose_api_listens_on_all_interfaces_and_checks_a_real_route(
@@ -684,7 +712,7 @@ def test_api_deployment_probes_real_routes_on_its_port(api_app: FastAPI) -> None
         assert port["targetPort"] in ports or port["targetPort"] in ports.values(), port
 
 
-def test_flow_runs_once_with_its_recovery_dir_on_a_persistent_volume() -> None:
+def test_flow_runs_as_one_bytewax_cluster_with_a_recovery_volume_per_pod() -> None:
     flows = [
         o
         for _, o in k8s_objects()
@@ -696,17 +724,43 @@ def test_flow_runs_once_with_its_recovery_dir_on_a_persistent_volume() -> None:
     assert len(flows) == 1, "exactly one workload runs the dataflow"
     flow = flows[0]
     assert flow["kind"] == "StatefulSet"
-    assert flow["spec"]["replicas"] == 1
+    # Every process must join before the cluster runs: no ordered start.
+    assert flow["spec"]["podManagementPolicy"] == "Parallel"
+    config = configmap_data()
+    addresses = config["VITALFLOW_ADDRESSES"].split(";")
+    replicas = flow["spec"]["replicas"]
+    assert len(addresses) == replicas >= 2
+    name, service = flow["metadata"]["name"], flow["spec"]["serviceName"]
+    for ordinal, address in enumerate(addresses):
+        host = address.split(":")[0]
+        assert host.split(".")[:3] == [f"{name}-{ordinal}", service, "vitalflow"], address
+        assert host.endswith(".svc.cluster.local") or host.count(".") == 2, address
+    assert int(config["VITALFLOW_MQTT_PARTITIONS"]) >= replicas
+    assert int(config["VITALFLOW_RECOVERY_PARTITIONS"]) >= replicas
+    headless = next(
+        o for _, o in k8s_objects() if (o["kind"], o["metadata"]["name"]) == ("Service", service)
+    )
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
     spec = flow["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] >= 30
     container = spec["containers"][0]
-    env = {v["name"]: v.get("value", "") for v in container.get("env", [])}
-    recovery = recovery_dir_of(env, configmap_data())
+    env = {v["name"]: v for v in container.get("env", [])}
+    assert env["VITALFLOW_PROCESS_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert all(a.split(":")[1] == str(ports["cluster"]) for a in addresses)
+    assert str(ports["metrics"]) == config["VITALFLOW_METRICS_PORT"]
+    liveness = container["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert liveness["port"] in ports or liveness["port"] in ports.values()
+    recovery = recovery_dir_of({}, config)
     claims = {t["metadata"]["name"] for t in flow["spec"]["volumeClaimTemplates"]}
     assert any(
         m["name"] in claims and is_under(recovery, m["mountPath"])
         for m in container["volumeMounts"]
-    ), f"{recovery} is not on a PersistentVolumeClaim"
+    ), f"{recovery} is not on a PersistentVolumeClaim (one per pod)"
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     # fsGroup makes the claim writable for the image's user.
