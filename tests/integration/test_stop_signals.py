@@ -17,7 +17,7 @@ import time
 import pytest
 from pipeline_harness import FlowUnderTest, bp_message, publish, register_bp_patient, wait_for
 
-MESSAGES = 300
+MESSAGES = 500
 RATE = 100.0
 
 
@@ -29,6 +29,8 @@ def test_a_stop_signal_mid_stream_exits_0_without_a_backtrace_and_loses_nothing(
     register_bp_patient(db, "signal-patient")
     flow.prepare_session()
     flow.start()
+    # Publishing starts once the flow is up, so the signal comes mid-stream even on a slow start.
+    wait_for(lambda: "connected to" in flow.logs(), 60, flow, "the flow to connect")
     publisher = threading.Thread(
         target=publish, args=(flow.mqtt_url, [bp_message(n) for n in range(MESSAGES)], RATE)
     )
