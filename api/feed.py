@@ -19,7 +19,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from api.position import Position
-from sinks.event_log import SqliteEventLog
+from sinks.sqlite_event_log import SqliteEventLog
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -274,7 +274,7 @@ class KafkaFeed:
 
 
 class SqliteFeed:
-    """The embedded event log of the demo (`sinks.event_log.SqliteEventLog`), one partition."""
+    """The embedded event log of the demo (`sinks.sqlite_event_log`), one partition."""
 
     kind = "sqlite"
 

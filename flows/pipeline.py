@@ -45,9 +45,9 @@ from flows.settings import Settings
 from flows.step_events import step_events
 from flows.store import ObservationStore
 from flows.thresholds import Thresholds
-from sinks.event_logs import open_record_writer
 from sinks.mongo_database import open_database
 from sinks.record_sink import Record, RecordSink
+from sinks.record_writers import open_record_writer
 
 __all__ = ["build_flow", "flow"]
 

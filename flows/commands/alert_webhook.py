@@ -24,8 +24,8 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from flows.settings import Settings, without_password
-from sinks.event_log import SqliteEventLog
-from sinks.event_logs import SQLITE_PREFIX
+from sinks.record_writers import SQLITE_PREFIX
+from sinks.sqlite_event_log import SqliteEventLog
 from sinks.webhook import Outcome, WebhookSender
 
 __all__ = ["WebhookReport", "deliver_alerts", "serve_webhook"]

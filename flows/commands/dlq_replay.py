@@ -37,8 +37,8 @@ from connectors.mqtt_publisher import MqttPublisher, MqttPublishError, unique_cl
 from flows.model import fingerprint
 from flows.replay_topic import replay_topic
 from flows.settings import Settings
-from sinks.event_log import SqliteEventLog
-from sinks.event_logs import SQLITE_PREFIX
+from sinks.record_writers import SQLITE_PREFIX
+from sinks.sqlite_event_log import SqliteEventLog
 
 __all__ = [
     "DeadLetter",

@@ -25,7 +25,7 @@ from api.hub import StreamTuning
 from api.server import serve_in_thread
 from flows.model import Step
 from flows.settings import Settings
-from sinks.event_log import SqliteEventLog
+from sinks.sqlite_event_log import SqliteEventLog
 
 pytestmark = pytest.mark.browser
 

@@ -28,8 +28,8 @@ from flows.latest_vitals import latest_vitals
 from flows.model import ObservationKind, Reading, Step
 from flows.settings import Settings
 from flows.thresholds import Thresholds
-from sinks.event_log import SqliteEventLog
 from sinks.mongo_database import open_database
+from sinks.sqlite_event_log import SqliteEventLog
 
 pytestmark = pytest.mark.browser
 

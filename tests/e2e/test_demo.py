@@ -31,7 +31,7 @@ from pymongo import MongoClient
 
 from flows.model import Step
 from sinks.embedded_store import open_embedded_database
-from sinks.event_log import SqliteEventLog
+from sinks.sqlite_event_log import SqliteEventLog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = tuple(str(step) for step in Step)

@@ -22,8 +22,8 @@ import pytest
 
 from flows.commands.alert_webhook import WebhookReport, deliver_alerts
 from flows.settings import Settings
-from sinks.event_log import SqliteEventLog
 from sinks.kafka_writer import CLOUDEVENTS_JSON, KafkaWriter, ensure_topics
+from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "webhook-test-secret"
 

@@ -23,8 +23,8 @@ from flows.codes_and_flags import enrich_reading
 from flows.model import ObservationKind, Reading
 from flows.settings import Settings
 from flows.thresholds import Thresholds
-from sinks.event_log import SqliteEventLog
 from sinks.mongo_database import open_database
+from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "alerts-test-secret-long-enough-for-hs256!"
 NOW = datetime.now(UTC).replace(microsecond=0)

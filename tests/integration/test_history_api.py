@@ -31,9 +31,9 @@ from flows.latest_vitals import latest_vitals
 from flows.model import ObservationKind, Reading
 from flows.settings import Settings
 from flows.thresholds import Thresholds
-from sinks.event_log import SqliteEventLog
 from sinks.mongo_database import open_database
 from sinks.observation_history import HISTORY_INDEXES
+from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "history-test-secret-long-enough-for-hs256!"
 START = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from api.app import create_app
 from api.auth import AuthConfigError
 from api.server import build_server
 from flows.settings import Settings
-from sinks.event_log import SqliteEventLog
+from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "app-unit-test-secret-long-enough-for-hs256!"
 TOPIC = "vitalflow.steps"

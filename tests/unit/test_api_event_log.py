@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.event_log import Record, SqliteEventLog
+from sinks.sqlite_event_log import Record, SqliteEventLog
 
 
 def test_offsets_grow_from_zero_per_topic(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from flows.commands.dlq_replay import DeadLetterDecodeError, decode_dead_letter,
 from flows.dead_letters import dead_letters
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.settings import Settings
-from sinks.event_log import SqliteEventLog
+from sinks.sqlite_event_log import SqliteEventLog
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 DLQ = "vitalflow.dlq.test"

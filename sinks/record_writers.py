@@ -14,7 +14,7 @@ SQLITE_PREFIX = "sqlite:///"
 def open_record_writer(settings: Settings) -> RecordWriter:
     """Return a writer to the event log `settings` names, creating Kafka topics if needed."""
     if settings.event_log_url and settings.event_log_url.startswith(SQLITE_PREFIX):
-        from sinks.event_log import SqliteEventLog
+        from sinks.sqlite_event_log import SqliteEventLog
 
         return SqliteEventLog(settings.event_log_url.removeprefix(SQLITE_PREFIX))
     ensure_topics(
