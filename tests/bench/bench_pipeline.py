@@ -354,6 +354,9 @@ class Bench:
         print(f"\n== vitalflow {name}: {len(self.messages)} messages queued first ==")
         flow = self.new_flow(epoch)
         cluster = ClusterUnderTest(flow, partitions=processes, recovery_partitions=processes)
+        # new_flow made the one-process session (plain subscriptions); the cluster's
+        # partitions share one group instead, or mqtt-0 would get every message as well.
+        flow.forget_sessions()
         cluster.prepare_sessions()
         started = time.perf_counter()
         publish(flow.mqtt_url, [(m.topic, m.payload) for m in self.messages])
