@@ -44,7 +44,9 @@ class HistoryStore:
     """The database handle of one app, and the outcome of creating its indexes."""
 
     def __init__(self, settings: Settings) -> None:
-        self.database: Database[Document] = open_database(settings)
+        self.database: Database[Document] = open_database(
+            settings.mongo_url, settings.mongo_db, timeout_seconds=settings.mongo_timeout_seconds
+        )
         self.indexes: list[str] | None = None
         self._thread = threading.Thread(
             target=self._ensure_indexes, name="vitalflow-history-indexes", daemon=True

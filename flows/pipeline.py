@@ -45,9 +45,10 @@ from flows.settings import Settings
 from flows.step_events import step_events
 from flows.store import ObservationStore
 from flows.thresholds import Thresholds
+from sinks.kafka_writer import CLOUDEVENTS_JSON, PLAIN_JSON
 from sinks.mongo_database import open_database
-from sinks.record_sink import Record, RecordSink
-from sinks.record_writers import open_record_writer
+from sinks.record_sink import Record, RecordSink, RecordWriter
+from sinks.record_writers import TopicSpec, open_record_writer
 
 __all__ = ["build_flow", "flow"]
 
@@ -71,7 +72,12 @@ def build_flow(
     `stop` ends the MQTT source, and with it the flow, cleanly (`flows.stopping`).
     """
     if database is None:
-        database = partial(open_database, settings)
+        database = partial(
+            open_database,
+            settings.mongo_url,
+            settings.mongo_db,
+            timeout_seconds=settings.mongo_timeout_seconds,
+        )
     flow = Dataflow("vitalflow")
 
     deliveries = op.input("mqtt", flow, source or _mqtt_source(settings, stop))
@@ -125,10 +131,23 @@ def _record_sink(settings: Settings, topic: str) -> RecordSink:
     # list one it remembers stops the flow.
     return RecordSink(
         topic,
-        partial(open_record_writer, settings),
+        partial(_record_writer, settings),
         parts=settings.mqtt_partitions,
         process_id=settings.this_process,
         processes=settings.processes,
+    )
+
+
+def _record_writer(settings: Settings) -> RecordWriter:
+    # Step events and alerts are CloudEvents; dead letters are plain JSON records (README).
+    return open_record_writer(
+        settings.event_log_url,
+        settings.kafka_bootstrap,
+        {
+            settings.steps_topic: TopicSpec(settings.steps_partitions, CLOUDEVENTS_JSON),
+            settings.dlq_topic: TopicSpec(1, PLAIN_JSON),
+            settings.alerts_topic: TopicSpec(1, CLOUDEVENTS_JSON),
+        },
     )
 
 

@@ -1,6 +1,6 @@
 """The embedded document store of `vitalflow demo`: montydb on disk, behind pymongo's interface.
 
-`open_database` returns an `EmbeddedDatabase` when `settings.mongo_url` is
+`open_database` returns an `EmbeddedDatabase` when the URL it is given is
 `montydb:///<directory>`, so the flow, the seed and the API run the same code on it as on
 MongoDB. montydb (SQLite storage, one file per collection) enforces `_id` uniqueness, which is
 all vitalflow's idempotency relies on, and queries like MongoDB; this adapter adds what it

@@ -21,7 +21,6 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from flows.settings import Settings
 from sinks.backoff import call_with_backoff
 
 __all__ = [
@@ -51,25 +50,28 @@ TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def open_database(settings: Settings) -> Database[dict[str, Any]]:
-    """Connect (lazily) to `settings.mongo_url` and return the `settings.mongo_db` database.
+def open_database(
+    url: str, name: str, *, timeout_seconds: float = 30.0
+) -> Database[dict[str, Any]]:
+    """Connect (lazily) to the server at `url` and return its database `name`.
 
     A `montydb://` URL opens the demo's embedded store instead of a MongoDB server.
+    `timeout_seconds` bounds every wait for an answer.
     """
-    if settings.mongo_url.startswith(EMBEDDED_SCHEME):
+    if url.startswith(EMBEDDED_SCHEME):
         from sinks.embedded_store import open_embedded_database
 
         # A stand-in with the subset of pymongo's Database that vitalflow uses, not a subclass.
         return cast(
             "Database[dict[str, Any]]",
-            open_embedded_database(settings.mongo_url, settings.mongo_db),
+            open_embedded_database(url, name),
         )
-    timeout_ms = int(settings.mongo_timeout_seconds * 1000)
+    timeout_ms = int(timeout_seconds * 1000)
     # Every wait is bounded: a server that stops answering mid-call raises a network timeout
     # (retried by `mongo_call`, every write being idempotent) instead of stalling the flow.
     try:
         client: MongoClient[dict[str, Any]] = MongoClient(
-            settings.mongo_url,
+            url,
             tz_aware=True,
             serverSelectionTimeoutMS=5000,
             connectTimeoutMS=5000,
@@ -77,20 +79,20 @@ def open_database(settings: Settings) -> Database[dict[str, Any]]:
             appname="vitalflow",
         )
     except (PyMongoError, ValueError) as exc:
-        logger.error("MongoDB %s cannot be used: %s", _masked(settings.mongo_url), exc)
+        logger.error("MongoDB %s cannot be used: %s", _masked(url), exc)
         raise
-    return client[settings.mongo_db]
+    return client[name]
 
 
-def check_database(settings: Settings) -> None:
-    """Ping the server of `settings` until it answers, saying while it does not (at start).
+def check_database(url: str, name: str, *, timeout_seconds: float = 30.0) -> None:
+    """Ping the server at `url` until it answers, saying while it does not (at start).
 
     Without it a store that is away or refuses vitalflow's credentials would be reported only
     once the first message needs it. Nothing to reach for the embedded store.
     """
-    if settings.mongo_url.startswith(EMBEDDED_SCHEME):
+    if url.startswith(EMBEDDED_SCHEME):
         return
-    db = open_database(settings)
+    db = open_database(url, name, timeout_seconds=timeout_seconds)
     server = server_name(db)
     try:
         mongo_call(db, "ping", lambda: db.command("ping"))

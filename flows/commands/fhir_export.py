@@ -72,7 +72,9 @@ def export_observations(
     hospital_id: str | None = None,
 ) -> ExportReport:
     """Export from the configured store; exactly one of `patient_id`, `hospital_id` is given."""
-    database = open_database(settings)
+    database = open_database(
+        settings.mongo_url, settings.mongo_db, timeout_seconds=settings.mongo_timeout_seconds
+    )
     try:
         return write_fhir_ndjson(
             database, since=since, out=out, patient_id=patient_id, hospital_id=hospital_id

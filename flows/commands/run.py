@@ -88,7 +88,11 @@ def run_dataflow(settings: Settings) -> int:
     )
     # A store that is away is said at once, not when the first message needs it.
     threading.Thread(
-        target=check_database, args=(settings,), name="vitalflow-store-check", daemon=True
+        target=check_database,
+        args=(settings.mongo_url, settings.mongo_db),
+        kwargs={"timeout_seconds": settings.mongo_timeout_seconds},
+        name="vitalflow-store-check",
+        daemon=True,
     ).start()
     stop.install()
     try:

@@ -83,7 +83,9 @@ def seed_registry(
     settings: Settings, *, seed: int = DEFAULT_SEED, patients: int = DEFAULT_PATIENTS
 ) -> SeedReport:
     """Register the demo roster in `settings.mongo_url` / `settings.mongo_db`."""
-    database = open_database(settings)
+    database = open_database(
+        settings.mongo_url, settings.mongo_db, timeout_seconds=settings.mongo_timeout_seconds
+    )
     try:
         return write_roster(database, roster(seed, patients))
     finally:

@@ -65,7 +65,11 @@ class Ward:
             event_log_url=f"sqlite:///{tmp_path / 'events.db'}",
             steps_topic=f"vitalflow.steps.test-{uuid.uuid4().hex[:8]}",
         )
-        self.db = open_database(self.settings)
+        self.db = open_database(
+            self.settings.mongo_url,
+            self.settings.mongo_db,
+            timeout_seconds=self.settings.mongo_timeout_seconds,
+        )
         self.log = SqliteEventLog(tmp_path / "events.db")
         self.count = 0
         self.db.patients.insert_many(

@@ -22,7 +22,6 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from connectors.embedded_broker import READY_PREFIX
-from flows.settings import Settings
 from sinks.embedded_store import EmbeddedDatabase, open_embedded_database
 from sinks.mongo_database import open_database
 
@@ -50,7 +49,7 @@ def latest_vitals_update(
 
 
 def test_open_database_gives_the_embedded_store_for_a_montydb_url(tmp_path: Path) -> None:
-    db = open_database(Settings(mongo_url=f"montydb://{tmp_path / 'store'}", mongo_db="vf"))
+    db = open_database(f"montydb://{tmp_path / 'store'}", "vf")
     assert isinstance(db, EmbeddedDatabase)
     assert db.name == "vf"
     assert db.command("ping") == {"ok": 1.0}

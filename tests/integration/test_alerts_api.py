@@ -84,7 +84,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
         db = mongo[name]
     else:
         name, url, mongo = "vf", f"montydb://{tmp_path / 'store'}", None
-        db = open_database(Settings(mongo_url=url, mongo_db=name))
+        db = open_database(url, name)
     seed(db)
     path = tmp_path / "events.db"
     SqliteEventLog(path)

@@ -411,7 +411,7 @@ def test_the_demo_store_serves_history_and_says_where_the_summary_was_computed(
     tmp_path: Path,
 ) -> None:
     url = f"montydb://{tmp_path / 'store'}"
-    db = open_database(Settings(mongo_url=url, mongo_db="vitalflow"))
+    db = open_database(url, "vitalflow")
     seed_registry(db)
     seed_readings(db)
     with app_client(tmp_path, url, "vitalflow") as client:

@@ -110,7 +110,7 @@ def test_an_emergency_outranks_a_critical_reading_in_the_kind() -> None:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Any:
-    db = open_database(Settings(mongo_url=f"montydb://{tmp_path / 'store'}", mongo_db="vf"))
+    db = open_database(f"montydb://{tmp_path / 'store'}", "vf")
     yield db
     db.client.close()
 

@@ -58,6 +58,8 @@ def test_an_unusable_mongo_url_is_logged_without_its_password(
 ) -> None:
     settings = Settings(mongo_url="mongodb://flow:s3cret@db.example.test:99999")
     with caplog.at_level(logging.ERROR), pytest.raises(ValueError):
-        open_database(settings)
+        open_database(
+            settings.mongo_url, settings.mongo_db, timeout_seconds=settings.mongo_timeout_seconds
+        )
     assert "MongoDB mongodb://***@db.example.test:99999 cannot be used" in caplog.text
     assert "s3cret" not in caplog.text

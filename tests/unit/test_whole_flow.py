@@ -39,7 +39,7 @@ STEPS = (
 
 @pytest.fixture
 def database(tmp_path: Path) -> Any:
-    db = open_database(Settings(mongo_url=f"montydb://{tmp_path / 'store'}", mongo_db="vf"))
+    db = open_database(f"montydb://{tmp_path / 'store'}", "vf")
     yield db
     db.client.close()
 
@@ -74,6 +74,7 @@ def _run(database: Any, messages: list[SimulatedMessage]) -> tuple[list[dict], l
         source=TestingSource(deliveries),
         steps_sink=TestingSink(steps),
         dlq_sink=TestingSink(letters),
+        alerts_sink=TestingSink([]),  # checked in test_alerts.py
         database=lambda: database,
     )
     run_main(flow)
