@@ -29,13 +29,13 @@ from flows.devices.parse_payload import parse_payload
 from flows.model import fingerprint
 from flows.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "payloads"
+PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 
 
 def load_samples() -> list[tuple[str, bytes]]:
     messages = []
     for name in ("examples.jsonl", "capture-2025-07-13.jsonl"):
-        for line in (SHARED / name).read_text().splitlines():
+        for line in (PAYLOADS / name).read_text().splitlines():
             sample = json.loads(line)
             messages.append((sample["topic"], json.dumps(sample["payload"]).encode()))
     return messages

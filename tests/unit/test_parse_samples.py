@@ -20,7 +20,7 @@ from flows.device_clock import ClockRule
 from flows.devices.parse_payload import NOT_DEVICE_DATA, NOTHING_TO_STORE, identify, parse_payload
 from flows.model import DeviceStatus, ObservationKind, ParsedMessage, Reading
 
-PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared" / "payloads"
+PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 RECEIVED = datetime(2025, 7, 13, 9, 0, tzinfo=UTC)
 RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))
 K = ObservationKind
