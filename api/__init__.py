@@ -6,5 +6,5 @@ live reader per process fanning records out to bounded per-stream queues, `strea
 client's resume position into frames (history, replay buffer, live), `position` is the resume
 position carried in every SSE `id:`, `auth` and `selection` decide what a token may see,
 `stats` and `metrics` count, and `events`, `observability` and `dashboard` are the routers.
-`client` is a small asyncio SSE reader; `bench_sse` measures latency and memory.
+`client` is a small asyncio SSE reader (`tests/bench/bench_sse.py` measures latency and memory).
 """

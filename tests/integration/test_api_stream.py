@@ -423,7 +423,7 @@ def test_two_hundred_clients_each_receive_every_event(
             f"p99 {p99 * 1000:.1f} ms; API RSS {rss_connected / 2**20:.0f} MiB connected, "
             f"{rss_after / 2**20:.0f} MiB after"
         )
-        assert p99 < 5.0  # a sanity bound only: api/bench_sse.py measures latency properly
+        assert p99 < 5.0  # a sanity bound only: tests/bench/bench_sse.py measures latency properly
         assert rss_after - rss_connected < 60 * 2**20
 
     run(scenario, timeout=120)

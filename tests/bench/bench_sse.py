@@ -1,6 +1,6 @@
 """Benchmark: delivery latency from Kafka to SSE clients, and the API's memory, with N clients.
 
-    python -m api.bench_sse --clients 200 --events 3000 --rate 250
+    .venv/bin/python tests/bench/bench_sse.py --clients 200 --events 3000 --rate 250
 
 It starts the API as its own process (as `vitalflow api` runs) on a fresh topic created with
 `message.timestamp.type=LogAppendTime`, so every record carries the time Kafka appended it;
@@ -47,7 +47,7 @@ tuning = StreamTuning(**json.loads(os.environ.get("VF_BENCH_TUNING", "{}")))
 build_server(Settings(), tuning, log_level="warning", access_log=False).run()
 """
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"(bench-\d+)"')
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
