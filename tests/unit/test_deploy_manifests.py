@@ -347,7 +347,8 @@ def test_image_copies_every_package_and_the_files_the_build_needs() -> None:
         if "--from=" not in i.arguments
         for source in [w for w in i.arguments.split() if not w.startswith("--")][:-1]
     }
-    packages = {p.split(".")[0] for p in PYPROJECT["tool"]["setuptools"]["packages"]}
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.split(".")[0] for p in include}
     needed = {*packages, "pyproject.toml", "constraints.txt", PYPROJECT["project"]["readme"]}
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
 
@@ -371,7 +372,8 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
     assert not any(p.startswith("!") for p in patterns), "keep it to plain exclusions"
     for path in (".git", ".venv", "deploy/local/.run", "deploy/local/.cache", ".env"):
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
-    packages = {p.split(".")[0] for p in PYPROJECT["tool"]["setuptools"]["packages"]}
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.split(".")[0] for p in include}
     sources = [REPO / "pyproject.toml", REPO / "constraints.txt", REPO / "README.md"]
     for package in packages:
         sources += [
