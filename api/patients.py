@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from api.auth import Access, require_access
 from api.history_access import get_database, patients_in_scope, store_errors
-from flows.step_events import SEVERITY_ORDER
+from flows.model import SEVERITY_ORDER
 
 __all__ = ["DeviceState", "LatestVital", "PatientList", "PatientOverview", "router"]
 

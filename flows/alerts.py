@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from flows.codes_and_flags import EVENT_FLAGS
-from flows.model import Envelope, Step, StepStatus
-from flows.step_events import SEVERITY_ORDER, isoformat_z
+from flows.model import SEVERITY_ORDER, Envelope, Step, StepStatus
+from flows.step_events import isoformat_z
 
 __all__ = [
     "ALERT_SEVERITIES",

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "SEVERITY_ORDER",
     "Delivery",
     "DeviceStatus",
     "Envelope",
@@ -44,6 +45,10 @@ class StepStatus(StrEnum):
     SUCCESS = "success"
     ERROR = "error"
     SKIPPED = "skipped"
+
+
+# An observation's `severity`, least severe first ("normal" when it has no flag).
+SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
 
 
 class ObservationKind(StrEnum):

@@ -19,14 +19,11 @@ from flows.model import Envelope, StepOutcome, StepStatus
 
 __all__ = [
     "MAX_EVENT_BYTES",
-    "SEVERITY_ORDER",
     "event_id",
     "isoformat_z",
     "step_events",
     "to_cloudevent",
 ]
-
-SEVERITY_ORDER = ("normal", "low", "medium", "high", "critical")
 
 # CloudEvents intermediaries are only required to forward events up to 64 KiB, so no event is
 # larger, encoded. One that would be (an AP55 batch of thousands of readings, say) is sent

@@ -21,8 +21,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from flows.latest_vitals import update_latest_vitals
-from flows.model import Envelope, Step, StepOutcome, StepStatus
-from flows.step_events import SEVERITY_ORDER
+from flows.model import SEVERITY_ORDER, Envelope, Step, StepOutcome, StepStatus
 from sinks.mongo_database import mongo_call, write_errors
 
 __all__ = ["ObservationStore", "device_status_update"]
