@@ -23,6 +23,9 @@ def test_a_store_away_at_start_is_reported_with_its_server_before_any_message(
 ) -> None:
     port = free_port()
     flow.mongo_url = f"mongodb://flow:s3cret@127.0.0.1:{port}"
+    # A topic of its own: other programs' traffic on the device topics would make the flow
+    # wait out the absent store in a lookup, and the clean stop would become the forced one.
+    flow.extra_env["VITALFLOW_MQTT_TOPICS"] = f"vf_test_{flow.uid}/quiet"
     flow.start()
     wait_for(
         lambda: f"ping on mongodb 127.0.0.1:{port}/{flow.db_name} failed" in flow.logs(),
