@@ -15,21 +15,13 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.alerts import alert_event, alert_kind, alert_records
+from flows.commands.seed import write_roster
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 from flows.pipeline import build_flow
 from flows.settings import Settings
 from flows.simulator.device_roster import roster
 from flows.simulator.payload_factory import payload_stream
 from sinks.mongo_database import open_database
-
-try:
-    from flows.commands.seed import write_roster
-    from flows.simulator.device_roster import roster
-    from flows.simulator.payload_factory import payload_stream
-except ImportError:  # before the moves of issue 9
-    from connectors.device_roster import roster  # type: ignore[no-redef]
-    from connectors.payload_factory import payload_stream  # type: ignore[no-redef]
-    from flows.seed import write_roster  # type: ignore[no-redef]
 
 NOW = datetime(2026, 11, 26, 10, 30, tzinfo=UTC)
 
