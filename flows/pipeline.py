@@ -50,7 +50,7 @@ from sinks.mongo_database import open_database
 from sinks.record_sink import Record, RecordSink, RecordWriter
 from sinks.record_writers import TopicSpec, open_record_writer
 
-__all__ = ["build_flow", "flow"]
+__all__ = ["build_flow", "event_topics", "flow"]
 
 KeyedRecord = tuple[str, Record]
 
@@ -138,16 +138,19 @@ def _record_sink(settings: Settings, topic: str) -> RecordSink:
     )
 
 
-def _record_writer(settings: Settings) -> RecordWriter:
+def event_topics(settings: Settings) -> dict[str, TopicSpec]:
+    """Return the topics the flow writes, with their partitions and record formats."""
     # Step events and alerts are CloudEvents; dead letters are plain JSON records (README).
+    return {
+        settings.steps_topic: TopicSpec(settings.steps_partitions, CLOUDEVENTS_JSON),
+        settings.dlq_topic: TopicSpec(1, PLAIN_JSON),
+        settings.alerts_topic: TopicSpec(1, CLOUDEVENTS_JSON),
+    }
+
+
+def _record_writer(settings: Settings) -> RecordWriter:
     return open_record_writer(
-        settings.event_log_url,
-        settings.kafka_bootstrap,
-        {
-            settings.steps_topic: TopicSpec(settings.steps_partitions, CLOUDEVENTS_JSON),
-            settings.dlq_topic: TopicSpec(1, PLAIN_JSON),
-            settings.alerts_topic: TopicSpec(1, CLOUDEVENTS_JSON),
-        },
+        settings.event_log_url, settings.kafka_bootstrap, event_topics(settings)
     )
 
 

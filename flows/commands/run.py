@@ -16,10 +16,12 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from flows.health import serve_health
-from flows.pipeline import build_flow
+from flows.pipeline import build_flow, event_topics
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
+from sinks.kafka_writer import ensure_topics
 from sinks.mongo_database import check_database
+from sinks.record_writers import SQLITE_PREFIX
 
 __all__ = ["recovery_config", "run_dataflow"]
 
@@ -94,6 +96,17 @@ def run_dataflow(settings: Settings) -> int:
         name="vitalflow-store-check",
         daemon=True,
     ).start()
+    if not (settings.event_log_url or "").startswith(SQLITE_PREFIX):
+        # Likewise Kafka: the sinks open their writers only when the first records come, so
+        # an idle flow would otherwise say nothing of a Kafka that is away. This also creates
+        # the topics before anything is written to them.
+        topics = {name: spec.partitions for name, spec in event_topics(settings).items()}
+        threading.Thread(
+            target=ensure_topics,
+            args=(settings.kafka_bootstrap, topics),
+            name="vitalflow-kafka-check",
+            daemon=True,
+        ).start()
     stop.install()
     try:
         cli_main(
