@@ -206,8 +206,8 @@ def publish(mqtt_url: str, messages: list[tuple[str, bytes]], rate: float | None
         client.loop_stop()
 
 
-def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Return every JSON record on `topic` so far, in partition then offset order."""
+def read_records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Return every record on `topic` so far, in partition then offset order."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -217,14 +217,19 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        records = []
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + 30
         while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(conforming(r) for r in batch)
+                records.extend(batch)
         return records
     finally:
         consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Return every JSON record on `topic` so far, each checked by `conforming`."""
+    return [conforming(record) for record in read_records(bootstrap, topic)]
 
 
 def conforming(record: ConsumerRecord) -> Any:

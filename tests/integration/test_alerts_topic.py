@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
-from kafka import KafkaConsumer, TopicPartition
 from pipeline_harness import (
     FlowUnderTest,
     publish,
+    read_records,
     read_topic,
     register_bp_patient,
     wait_for,
@@ -54,30 +54,16 @@ def crisis_message(systolic: int, diastolic: int) -> tuple[str, bytes]:
 
 def read_alerts(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
     """Every alert record so far as (key, CloudEvent JSON), checked with the CloudEvents SDK."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        found = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                for record in batch:
-                    headers = dict(record.headers or [])
-                    assert headers.get("content-type") == CLOUDEVENTS_JSON, headers
-                    event = from_kafka_event(KafkaMessage(headers, record.key, record.value))
-                    value = json.loads(record.value)
-                    assert event.get_id() == value["id"]
-                    assert event.get_type() == value["type"]
-                    found.append((record.key.decode(), value))
-        return found
-    finally:
-        consumer.close()
+    found = []
+    for record in read_records(bootstrap, topic):
+        headers = dict(record.headers or [])
+        assert headers.get("content-type") == CLOUDEVENTS_JSON, headers
+        event = from_kafka_event(KafkaMessage(headers, record.key, record.value))
+        value = json.loads(record.value)
+        assert event.get_id() == value["id"]
+        assert event.get_type() == value["type"]
+        found.append((record.key.decode(), value))
+    return found
 
 
 def stored_events(flow: FlowUnderTest) -> int:

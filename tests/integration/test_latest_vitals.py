@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -35,13 +36,17 @@ def db(
             open_embedded_database(f"montydb://{tmp_path}", "vitalflow"),
         )
         return
-    services = request.getfixturevalue("services")
+    with server_database(request.getfixturevalue("services"), f"vf_test_vitals_{unique_id}") as db:
+        yield db
+
+
+@contextmanager
+def server_database(services: Any, name: str) -> Iterator[Database[dict[str, Any]]]:
     client: MongoClient[dict[str, Any]] = MongoClient(services.mongo_url, tz_aware=True)
-    database = client[f"vf_test_vitals_{unique_id}"]
     try:
-        yield database
+        yield client[name]
     finally:
-        client.drop_database(database.name)
+        client.drop_database(name)
         client.close()
 
 
@@ -132,13 +137,8 @@ def test_an_older_reading_never_replaces_a_newer_one(db: Database[dict[str, Any]
 
 @pytest.fixture
 def server_db(services: Any, unique_id: str) -> Iterator[Database[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(services.mongo_url, tz_aware=True)
-    database = client[f"vf_test_vitals_race_{unique_id}"]
-    try:
-        yield database
-    finally:
-        client.drop_database(database.name)
-        client.close()
+    with server_database(services, f"vf_test_vitals_race_{unique_id}") as db:
+        yield db
 
 
 def test_concurrent_writers_of_the_same_patients_end_on_the_newest_of_each_kind(
