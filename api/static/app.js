@@ -53,19 +53,6 @@
 
   // ---- token ------------------------------------------------------------------------------
 
-  function initialToken() {
-    const url = new URL(window.location.href);
-    const fromUrl = url.searchParams.get("access_token");
-    if (fromUrl) {
-      sessionStorage.setItem("vitalflow.token", fromUrl);
-      // Keep the token out of the address bar, history and screenshots.
-      url.searchParams.delete("access_token");
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-      return fromUrl;
-    }
-    return sessionStorage.getItem("vitalflow.token");
-  }
-
   function askForToken(message) {
     $("token-form").hidden = false;
     $("token-error").textContent = message || "";
@@ -490,7 +477,7 @@
       state.authMode = "jwt";
     }
     $("auth-off").hidden = state.authMode !== "off";
-    state.token = state.authMode === "off" ? null : initialToken();
+    state.token = state.authMode === "off" ? null : window.vitalflowInitialToken();
     if (state.authMode !== "off" && !state.token) {
       setConnection("unauthorized", "token needed");
       askForToken();

@@ -64,18 +64,6 @@
     return response.json();
   }
 
-  function initialToken() {
-    const url = new URL(window.location.href);
-    const fromUrl = url.searchParams.get("access_token");
-    if (fromUrl) {
-      sessionStorage.setItem("vitalflow.token", fromUrl);
-      url.searchParams.delete("access_token");
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-      return fromUrl;
-    }
-    return sessionStorage.getItem("vitalflow.token");
-  }
-
   function askForToken(message) {
     setConnection("unauthorized", "token needed");
     $("token-form").hidden = false;
@@ -314,7 +302,7 @@
       state.authMode = "jwt";
     }
     $("auth-off").hidden = state.authMode !== "off";
-    state.token = state.authMode === "off" ? null : initialToken();
+    state.token = state.authMode === "off" ? null : window.vitalflowInitialToken();
     if (state.authMode !== "off" && !state.token) {
       askForToken();
       return;
