@@ -3,7 +3,7 @@
 Writes the roster of `flows.simulator.device_roster` (same `seed` and `patients` as
 `vitalflow simulate`) into `patients` and `devices`. Every write is an upsert by a
 deterministic `_id`, so seeding twice changes nothing, and seeding with more patients only
-adds. Only what MongoDB 6+ and FerretDB 1.x share is used: upserts with `$set` and
+adds. Only what MongoDB 6+ and the local mongo-java-server share is used: upserts with `$set` and
 `$setOnInsert`, no transactions; `created_at`/`registered_at` are set on insert only, and
 fields the flow maintains (`last_vitals`) are never touched.
 """
