@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError
 
 from sinks.mongo_database import log_write_errors, mongo_call, write_errors
 
-__all__ = ["conditional_update", "latest_vitals", "update_latest_vitals"]
+__all__ = ["HeldVitals", "conditional_update", "latest_vitals", "update_latest_vitals"]
 
 Target = tuple[str, str]  # (patient_id, kind)
 
@@ -39,20 +39,61 @@ def latest_vitals(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class HeldVitals:
+    """What a worker last knew its patients to hold, so that most batches need no read.
+
+    It can only be stale when another writer (a second worker, a replay) changed a patient
+    meanwhile: the guard built from it then misses, the conditional statements settle the
+    batch, and what the batch's patients hold is read again next time.
+    """
+
+    def __init__(self, max_patients: int = 100_000) -> None:
+        self._known: dict[str, dict[str, datetime]] = {}
+        self._max = max_patients
+
+    def of(
+        self, db: Database[dict[str, Any]], patients: list[str]
+    ) -> dict[str, dict[str, datetime]]:
+        """Return what each existing patient holds, reading only those not known yet."""
+        unknown = [p for p in patients if p not in self._known]
+        if unknown:
+            if len(self._known) + len(unknown) > self._max:
+                self._known.clear()
+            self._known.update(_held(db, unknown))
+        return {p: self._known[p] for p in patients if p in self._known}
+
+    def wrote(self, patient: str, kinds: dict[str, dict[str, Any]]) -> None:
+        """Remember that `patient` now holds these readings."""
+        held = dict(self._known.get(patient, {}))
+        for kind, doc in kinds.items():
+            held[kind] = _bson_time(doc["measured_at"])
+        self._known[patient] = held
+
+    def forget(self, patients: list[str]) -> None:
+        """Read these patients again next time."""
+        for patient in patients:
+            self._known.pop(patient, None)
+
+
 def update_latest_vitals(
-    db: Database[dict[str, Any]], newest: dict[Target, dict[str, Any]]
+    db: Database[dict[str, Any]],
+    newest: dict[Target, dict[str, Any]],
+    known: HeldVitals | None = None,
 ) -> dict[Target, str]:
     """Point each target at its observation in `newest` unless the patient holds a newer one.
 
     Returns the write errors by target. A patient that does not exist is left alone, as a
-    conditional update would.
+    conditional update would. `known` carries what earlier batches wrote (a fresh one reads
+    every patient first).
     """
     if not newest:
         return {}
+    known = known or HeldVitals()
     by_patient: dict[str, dict[str, dict[str, Any]]] = {}
     for (patient, kind), doc in newest.items():
         by_patient.setdefault(patient, {})[kind] = doc
-    held = _held(db, list(by_patient))
+    held = known.of(db, list(by_patient))
+    newer_of: dict[str, dict[str, dict[str, Any]]] = {}
     patients: list[str] = []
     operations: list[UpdateOne] = []
     for patient, kinds in by_patient.items():
@@ -61,6 +102,7 @@ def update_latest_vitals(
         newer = {k: d for k, d in kinds.items() if _is_newer(d["measured_at"], held[patient], k)}
         if newer:
             patients.append(patient)
+            newer_of[patient] = newer
             operations.append(_guarded_update(patient, newer, held[patient]))
     if not operations:
         return {}
@@ -70,7 +112,12 @@ def update_latest_vitals(
         for i, error in errors.items()
         for kind in by_patient[patients[i]]
     }
-    if matched < len(operations) - len(errors):
+    if matched == len(operations) - len(errors):
+        for index, patient in enumerate(patients):
+            if index not in errors:
+                known.wrote(patient, newer_of[patient])
+    else:
+        known.forget(list(by_patient))
         # A guard missed: someone wrote in between. One statement per kind settles it.
         retry = {t: d for t, d in newest.items() if t not in failures and t[0] in held}
         order = list(retry)
@@ -118,12 +165,15 @@ def _is_newer(measured_at: datetime, held: dict[str, datetime], kind: str) -> bo
     current = held.get(kind)
     if current is None:
         return True
-    # BSON dates keep milliseconds: compare at that precision, or a reading would look newer
-    # than its own stored copy and be written again.
-    stored = measured_at.replace(microsecond=measured_at.microsecond // 1000 * 1000)
     if current.tzinfo is None:
         current = current.replace(tzinfo=UTC)
-    return stored > current
+    return _bson_time(measured_at) > current
+
+
+def _bson_time(moment: datetime) -> datetime:
+    # BSON dates keep milliseconds: compare at that precision, or a reading would look newer
+    # than its own stored copy and be written again.
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _guarded_update(

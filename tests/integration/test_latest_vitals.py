@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 import flows.latest_vitals as latest
-from flows.latest_vitals import latest_vitals, update_latest_vitals
+from flows.latest_vitals import HeldVitals, latest_vitals, update_latest_vitals
 from sinks.embedded_store import open_embedded_database
 
 pytestmark = pytest.mark.integration
@@ -194,3 +194,37 @@ def test_absent_patients_are_left_alone_and_a_thousand_patients_take_one_call(
     assert update_latest_vitals(db, targets) == {}
     assert db.patients.find_one({"_id": "nobody"}) is None
     assert all(held(db, p) == {"spo2": n, "heart_rate": n} for n, p in enumerate(patients))
+
+
+def test_what_a_worker_wrote_saves_the_next_read_and_a_stale_memory_is_caught(
+    db: Database[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+):
+    db.patients.insert_many([{"_id": "p1"}, {"_id": "p2"}])
+    reads: list[list[str]] = []
+    read_for_real = latest._held
+
+    def counted(database: Database[dict[str, Any]], patients: list[str]) -> Any:
+        reads.append(sorted(patients))
+        return read_for_real(database, patients)
+
+    monkeypatch.setattr(latest, "_held", counted)
+    known = HeldVitals()
+    first = {(p, "spo2"): observation(p, "spo2", T0, 90) for p in ("p1", "p2")}
+    assert update_latest_vitals(db, first, known) == {}
+    later = {
+        (p, "spo2"): observation(p, "spo2", T0 + timedelta(seconds=1), 91) for p in ("p1", "p2")
+    }
+    assert update_latest_vitals(db, later, known) == {}
+    assert reads == [["p1", "p2"]]
+    assert held(db, "p1") == held(db, "p2") == {"spo2": 91}
+
+    # Another writer moves p1 on; this worker's memory of p1 is now stale.
+    newer = observation("p1", "spo2", T0 + timedelta(hours=1), 88)
+    db.patients.update_one({"_id": "p1"}, {"$set": {"last_vitals.spo2": latest_vitals(newer)}})
+    stale = {
+        (p, "spo2"): observation(p, "spo2", T0 + timedelta(seconds=2), 92) for p in ("p1", "p2")
+    }
+    assert update_latest_vitals(db, stale, known) == {}
+    assert held(db, "p1") == {"spo2": 88} and held(db, "p2") == {"spo2": 92}
+    assert update_latest_vitals(db, stale, known) == {}
+    assert reads == [["p1", "p2"], ["p1", "p2"]], "a missed guard must make the batch read again"
