@@ -10,16 +10,15 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from chromium_driver import chromium
+from chromium_driver import chromium, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from api.hub import StreamTuning
 from api.server import serve_in_thread
@@ -127,10 +126,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 def event_log(tmp_path: Path) -> tuple[SqliteEventLog, str]:
     path = tmp_path / "events.db"
     return SqliteEventLog(path), f"sqlite:///{path}"
-
-
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
 
 
 def connection_state(driver: WebDriver) -> str:

@@ -13,18 +13,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
-from chromium_driver import chromium
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from chromium_driver import chromium, wait_for
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.browser
 
@@ -76,13 +75,6 @@ def alive(seen: dict[int, psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return result
-
-
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float) -> Any:
-    # The page re-renders rows as events arrive: an element read a moment ago may be gone.
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(condition)
 
 
 def fully_stored_patient(driver: WebDriver) -> str | None:

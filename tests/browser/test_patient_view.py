@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from chromium_driver import chromium
+from chromium_driver import chromium, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from api.server import serve_in_thread
 from flows.codes_and_flags import enrich_reading
@@ -40,10 +39,6 @@ HR, BP = ObservationKind.HEART_RATE, ObservationKind.BLOOD_PRESSURE
 
 def token(scope: str, sub: str) -> str:
     return jwt.encode({"exp": time.time() + 600, "scope": scope, "sub": sub}, SECRET, "HS256")
-
-
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 20) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +163,14 @@ def ward(tmp_path: Path) -> Iterator[Ward]:
 
 
 def chart_points(driver: WebDriver, kind: str) -> int:
-    charts = driver.find_elements(By.CSS_SELECTOR, f'.chart[data-kind="{kind}"]')
-    return int(charts[0].get_attribute("data-points") or 0) if charts else 0
+    # Read in one script: a chart redrawn between finding it and reading it (a live reading
+    # arriving) would otherwise be a stale element.
+    value = driver.execute_script(
+        "const chart = document.querySelector(arguments[0]);"
+        "return chart ? chart.getAttribute('data-points') : null;",
+        f'.chart[data-kind="{kind}"]',
+    )
+    return int(value or 0)
 
 
 def test_patient_list_and_a_patients_day_with_a_reading_arriving_live(
