@@ -311,8 +311,13 @@ def terminal_count(events: list[dict[str, Any]]) -> int:
 BP_DEVICE_KEY = "ble:D616F9641622"
 
 
-def bp_message(n: int) -> tuple[str, bytes]:
-    """Return the n-th distinct reading of that cuff, as `(topic, payload)`."""
+def bp_message(
+    n: int, *, systolic: int | None = None, diastolic: int | None = None, pulse: int | None = None
+) -> tuple[str, bytes]:
+    """Return the n-th distinct reading of that cuff, as `(topic, payload)`.
+
+    Its values vary with `n` unless given (an alert test wants a hypertensive crisis).
+    """
     payload = {
         "from": "BLE",
         "to": "CLOUD",
@@ -328,9 +333,9 @@ def bp_message(n: int) -> tuple[str, bytes]:
                     {
                         "scan_time": 1764150000 + n,
                         "ble_addr": "d616f9641622",
-                        "bp_high": 100 + n % 60,
-                        "bp_low": 60 + n % 30,
-                        "PR": 60 + n % 40,
+                        "bp_high": 100 + n % 60 if systolic is None else systolic,
+                        "bp_low": 60 + n % 30 if diastolic is None else diastolic,
+                        "PR": 60 + n % 40 if pulse is None else pulse,
                     }
                 ]
             },

@@ -15,6 +15,7 @@ from typing import Any
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 from pipeline_harness import (
     FlowUnderTest,
+    bp_message,
     publish,
     read_records,
     read_topic,
@@ -26,30 +27,7 @@ from sinks.kafka_writer import CLOUDEVENTS_JSON
 
 
 def crisis_message(systolic: int, diastolic: int) -> tuple[str, bytes]:
-    payload = {
-        "from": "BLE",
-        "to": "CLOUD",
-        "time": 1764150000,
-        "mac": "08:F9:E0:D1:F7:B4",
-        "type": "reportAttribute",
-        "device": "WBP BIOLIGHT",
-        "data": {
-            "attribute": "BP_BIOLIGTH",
-            "mac": "08:F9:E0:D1:F7:B4",
-            "value": {
-                "device_list": [
-                    {
-                        "scan_time": 1764150000 + systolic,
-                        "ble_addr": "d616f9641622",
-                        "bp_high": systolic,
-                        "bp_low": diastolic,
-                        "PR": 72,
-                    }
-                ]
-            },
-        },
-    }
-    return "dusun_pub", json.dumps(payload).encode()
+    return bp_message(systolic, systolic=systolic, diastolic=diastolic, pulse=72)
 
 
 def read_alerts(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
