@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlparse
 
@@ -31,9 +31,15 @@ from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.mqtt_inbox import MqttInbox
-from flows.model import Delivery, fingerprint
 
-__all__ = ["MQTT_RECEIVED", "MQTT_UNACKED", "MqttSource", "MqttTarget", "source_activity"]
+__all__ = [
+    "MQTT_RECEIVED",
+    "MQTT_UNACKED",
+    "MqttMessage",
+    "MqttSource",
+    "MqttTarget",
+    "source_activity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,32 +119,84 @@ def current_connect_error() -> str:
     return str(error) or type(error).__name__
 
 
+@dataclass(frozen=True)
+class MqttMessage:
+    """One MQTT message as the broker handed it over: what this source emits.
+
+    The flow names it (its message id) and decides what it means; the source only receives.
+    """
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
 @dataclass
 class _Received:
     generation: int
     mid: int
     qos: int
-    delivery: Delivery
+    message: MqttMessage
 
 
-@dataclass
-class _MqttPartition(StatefulSourcePartition[Delivery, None]):
-    stop: threading.Event
-    client: mqtt.Client
-    inbox: MqttInbox[_Received]
-    batch_size: int
-    connection: list[int]
-    name: str = "mqtt-0"
-    connected: list[bool] = field(default_factory=lambda: [False])
-    emitted: list[tuple[int, int, int]] = field(default_factory=list)
-    sealed: list[tuple[int, int, int]] = field(default_factory=list)
+class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
+    """One MQTT client with a persistent session, and the messages it received but not acked.
+
+    paho calls the `_on_*` methods from its network thread; the worker calls `next_batch` and
+    `snapshot`. They share only the inbox (thread-safe) and the connection generation (locked).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client_id: str,
+        target: MqttTarget,
+        subscriptions: list[tuple[str, int]],
+        inbox: MqttInbox[_Received],
+        *,
+        batch_size: int,
+        stop: threading.Event,
+        ca_file: str | None = None,
+    ) -> None:
+        self.name = name
+        self.inbox = inbox
+        self.batch_size = batch_size
+        self.stop = stop
+        self._target = target
+        self._subscriptions = subscriptions
+        self._lock = threading.Lock()
+        # Incremented on every connect: a packet id (mid) only means something on the
+        # connection that received it.
+        self._generation = 0
+        self.connected = False
+        self.emitted: list[tuple[int, int, int]] = []
+        self.sealed: list[tuple[int, int, int]] = []
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        target.connect(self.client, ca_file)
+        self.client.loop_start()
+
+    @property
+    def generation(self) -> int:
+        """The number of the current connection (0 before the first)."""
+        with self._lock:
+            return self._generation
 
     @override
-    def next_batch(self) -> list[Delivery]:
+    def next_batch(self) -> list[MqttMessage]:
         self._ack_sealed()
         if self.stop.is_set():
             raise StopIteration
-        batch: list[Delivery] = []
+        batch: list[MqttMessage] = []
         while len(batch) < self.batch_size:
             try:
                 item = self.inbox.get_nowait()
@@ -146,8 +204,8 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
                 break
             if item.qos > 0:
                 self.emitted.append((item.generation, item.mid, item.qos))
-            batch.append(item.delivery)
-        _activity[self.name] = (time.monotonic(), self.connected[0])
+            batch.append(item.message)
+        _activity[self.name] = (time.monotonic(), self.connected)
         if batch:
             MQTT_RECEIVED.labels(self.name).inc(len(batch))
         MQTT_UNACKED.labels(self.name).set(len(self.inbox) + len(self.emitted) + len(self.sealed))
@@ -173,7 +231,7 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
         self.client.disconnect()
 
     def _ack_sealed(self) -> None:
-        current = self.connection[0]
+        current = self.generation
         for generation, mid, qos in self.sealed:
             # A mid from an earlier connection means another message now: the broker will
             # redeliver that one on this connection, so it is acked when seen again.
@@ -181,8 +239,56 @@ class _MqttPartition(StatefulSourcePartition[Delivery, None]):
                 self.client.ack(mid, qos)
         self.sealed = []
 
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        _properties: object,
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            logger.warning("MQTT connect to %s refused: %s", self._target.host, reason)
+            return
+        with self._lock:
+            self._generation += 1
+        self.connected = True
+        logger.info(
+            "MQTT %s connected to %s:%s (session present: %s)",
+            self.name,
+            self._target.host,
+            self._target.port,
+            flags.session_present,
+        )
+        # Subscribing again is harmless with a session present and needed without one.
+        client.subscribe(self._subscriptions)
 
-class MqttSource(FixedPartitionedSource[Delivery, None]):
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: object, _flags: object, reason: object, _p: object
+    ) -> None:
+        self.connected = False
+        logger.warning("MQTT %s disconnected (%s); paho reconnects with backoff", self.name, reason)
+
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        payload = bytes(message.payload)
+        received = MqttMessage(message.topic, payload, datetime.now(UTC))
+        # Blocking here when the inbox is full (in messages or bytes) stops paho reading the
+        # socket: TCP backpressure reaches the broker instead of memory growing.
+        self.inbox.put(_Received(self.generation, message.mid, message.qos, received), len(payload))
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        logger.warning(
+            "MQTT %s cannot connect to %s:%s: %s; paho retries with backoff",
+            self.name,
+            self._target.host,
+            self._target.port,
+            current_connect_error(),
+        )
+
+
+class MqttSource(FixedPartitionedSource[MqttMessage, None]):
     """Deliveries from MQTT topics, QoS 1, persistent sessions, acked after durability.
 
     Each partition is one MQTT client with a stable client id and a persistent session.
@@ -236,82 +342,18 @@ class MqttSource(FixedPartitionedSource[Delivery, None]):
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
         # Un-acked messages live in the broker's session, not in our snapshots.
-        del resume_state
-        inbox: MqttInbox[_Received] = MqttInbox(self._inbox_size, self._inbox_bytes)
-        connection = [0]
-        connected = [False]
+        del step_id, resume_state
         subscriptions = [
             (f"$share/{self._share_group}/{t}" if self._partitions > 1 else t, self._qos)
             for t in self._topics
         ]
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{self._client_id}-{for_part}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        lock = threading.Lock()
-
-        def on_connect(
-            client: mqtt.Client,
-            _userdata: object,
-            flags: mqtt.ConnectFlags,
-            reason: object,
-            _p: object,
-        ) -> None:
-            if getattr(reason, "is_failure", False):
-                logger.warning("MQTT connect to %s refused: %s", self._target.host, reason)
-                return
-            with lock:
-                connection[0] += 1
-            connected[0] = True
-            logger.info(
-                "MQTT %s connected to %s:%s (session present: %s)",
-                for_part,
-                self._target.host,
-                self._target.port,
-                flags.session_present,
-            )
-            # Subscribing again is harmless with a session present and needed without one.
-            client.subscribe(subscriptions)
-
-        def on_disconnect(
-            _client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
-        ) -> None:
-            connected[0] = False
-            logger.warning(
-                "MQTT %s disconnected (%s); paho reconnects with backoff", for_part, reason
-            )
-
-        def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-            topic = message.topic
-            payload = bytes(message.payload)
-            delivery = Delivery(
-                topic=topic,
-                payload=payload,
-                received_at=datetime.now(UTC),
-                message_id=fingerprint(topic, payload),
-            )
-            # Blocking here when the inbox is full (in messages or bytes) stops paho reading
-            # the socket: TCP backpressure reaches the broker instead of memory growing.
-            inbox.put(_Received(connection[0], message.mid, message.qos, delivery), len(payload))
-
-        def on_connect_fail(_client: mqtt.Client, _userdata: object) -> None:
-            logger.warning(
-                "MQTT %s cannot connect to %s:%s: %s; paho retries with backoff",
-                for_part,
-                self._target.host,
-                self._target.port,
-                current_connect_error(),
-            )
-
-        client.on_connect = on_connect
-        client.on_connect_fail = on_connect_fail
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        self._target.connect(client, self._ca_file)
-        client.loop_start()
         return _MqttPartition(
-            self._stop, client, inbox, self._batch_size, connection, for_part, connected
+            for_part,
+            f"{self._client_id}-{for_part}",
+            self._target,
+            subscriptions,
+            MqttInbox(self._inbox_size, self._inbox_bytes),
+            batch_size=self._batch_size,
+            stop=self._stop,
+            ca_file=self._ca_file,
         )

@@ -31,14 +31,13 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pymongo.database import Database
 
-from connectors.mqtt_source import MqttSource
+from connectors.mqtt_source import MqttMessage, MqttSource
 from flows.alerts import alert_records
 from flows.dead_letters import dead_letters
 from flows.deduplicate import dedup_builder, dedup_key
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_envelope
 from flows.lookup_patient import PatientLookup
-from flows.model import Delivery
 from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.settings import Settings
@@ -58,7 +57,7 @@ KeyedRecord = tuple[str, Record]
 def build_flow(
     settings: Settings,
     *,
-    source: Source[Delivery] | None = None,
+    source: Source[MqttMessage] | None = None,
     steps_sink: Sink[KeyedRecord] | None = None,
     dlq_sink: Sink[KeyedRecord] | None = None,
     alerts_sink: Sink[KeyedRecord] | None = None,

@@ -14,9 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from connectors.mqtt_source import MqttMessage
 from flows.alerts import alert_event, alert_kind, alert_records
 from flows.commands.seed import write_roster
-from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
+from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus
 from flows.pipeline import build_flow
 from flows.settings import Settings
 from flows.simulator.device_roster import roster
@@ -107,7 +108,7 @@ def database(tmp_path: Path) -> Any:
     db.client.close()
 
 
-def _run(database: Any, deliveries: list[Delivery]) -> list[tuple[str, dict[str, Any]]]:
+def _run(database: Any, deliveries: list[MqttMessage]) -> list[tuple[str, dict[str, Any]]]:
     alerts: list[tuple[str, tuple[str, bytes]]] = []
     flow = build_flow(
         Settings(recovery_dir=None),
@@ -129,10 +130,7 @@ def test_the_flow_alerts_once_per_stored_alerting_observation_and_again_with_the
     subscribed = Settings().topics
     stream = payload_stream(world, random.Random(5), duplicate_fraction=0.1, sos_fraction=0.1)
     wanted = (m for m in stream if any(mqtt.topic_matches_sub(t, m.topic) for t in subscribed))
-    deliveries = [
-        Delivery(m.topic, m.payload, NOW, fingerprint(m.topic, m.payload))
-        for m in itertools.islice(wanted, 150)
-    ]
+    deliveries = [MqttMessage(m.topic, m.payload, NOW) for m in itertools.islice(wanted, 150)]
 
     alerts = _run(database, deliveries)
 

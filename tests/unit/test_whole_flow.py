@@ -19,8 +19,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from connectors.mqtt_source import MqttMessage
 from flows.commands.seed import write_roster
-from flows.model import Delivery, fingerprint
+from flows.model import fingerprint
 from flows.pipeline import build_flow
 from flows.settings import Settings
 from flows.simulator.device_roster import roster
@@ -64,9 +65,7 @@ def _traffic(count: int) -> list[SimulatedMessage]:
 
 def _run(database: Any, messages: list[SimulatedMessage]) -> tuple[list[dict], list[dict]]:
     now = datetime.now(UTC)
-    deliveries = [
-        Delivery(m.topic, m.payload, now, fingerprint(m.topic, m.payload)) for m in messages
-    ]
+    deliveries = [MqttMessage(m.topic, m.payload, now) for m in messages]
     steps: list[tuple[str, tuple[str, bytes]]] = []
     letters: list[tuple[str, tuple[str, bytes]]] = []
     flow = build_flow(
