@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import alerts, dashboard, events, fhir, history, observability, patients
 from api.auth import build_verifier
 from api.feed import open_feed
 from api.history_access import HistoryStore
 from api.hub import StreamHub, StreamTuning
 from api.metrics import ApiMetrics
+from api.routers import alerts, dashboard, events, fhir, history, observability, patients
 from api.runtime import ApiRuntime
 from api.stats import StepStats
 from flows.settings import Settings

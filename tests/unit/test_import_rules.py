@@ -28,8 +28,8 @@ KNOWN_EXCEPTIONS = {
     ("sinks.observation_history", "flows.codes_and_flags"): "CODINGS (issue 9)",
     ("sinks.observation_history", "flows.model"): "ObservationKind (issue 9)",
     # FHIR mapping and alert vocabulary are shared by the API and the flow's commands.
-    ("api.fhir", "flows.fhir"): "the FHIR Observation mapping (issue 9)",
-    ("api.alerts", "flows.alerts"): "alert ids and kinds (issue 11)",
+    ("api.routers.fhir", "flows.fhir"): "the FHIR Observation mapping (issue 9)",
+    ("api.routers.alerts", "flows.alerts"): "alert ids and kinds (issue 11)",
 }
 
 

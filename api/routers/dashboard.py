@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 __all__ = ["STATIC_DIR", "router"]
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 
 router = APIRouter(tags=["dashboard"])
 
