@@ -169,6 +169,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         # connection that received it.
         self._generation = 0
         self.connected = False
+        self._closing = False
         self.emitted: list[tuple[int, int, int]] = []
         self.sealed: list[tuple[int, int, int]] = []
         self.client = mqtt.Client(
@@ -227,6 +228,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
     @override
     def close(self) -> None:
         _activity.pop(self.name, None)
+        self._closing = True
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -267,6 +269,9 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self, _client: mqtt.Client, _userdata: object, _flags: object, reason: object, _p: object
     ) -> None:
         self.connected = False
+        if self._closing:  # our own stop: nothing to warn about, and no reconnect follows
+            logger.info("MQTT %s disconnected (%s)", self.name, reason)
+            return
         logger.warning("MQTT %s disconnected (%s); paho reconnects with backoff", self.name, reason)
 
     def _on_message(
