@@ -10,15 +10,22 @@ import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.Supplier;
 
+import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
 
 import de.bwaldvogel.mongo.MongoBackend;
+import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.CollectionOptions;
+import de.bwaldvogel.mongo.backend.CursorRegistry;
+import de.bwaldvogel.mongo.backend.Index;
 import de.bwaldvogel.mongo.backend.QueryResult;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
+import de.bwaldvogel.mongo.backend.h2.H2Collection;
+import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 import de.bwaldvogel.mongo.wire.message.MongoMessage;
 import de.bwaldvogel.mongo.wire.message.MongoQuery;
@@ -38,7 +45,9 @@ import io.netty.channel.Channel;
  * acknowledged work. SIGTERM/SIGINT stop it cleanly: the listener closes, clients are
  * disconnected, and the store is committed, synced and closed before the JVM exits.
  *
- * <p>Commands that add or remove indexes or collections run alone (see {@link IndexChangesAlone}).
+ * <p>Commands that add or remove indexes or collections run alone (see {@link IndexChangesAlone}),
+ * and on H2 a query naming one {@code _id} reads that document through the {@code _id} index
+ * even when it has other conditions (see {@link IdFirstCollection}).
  */
 public final class VitalflowMongoServer {
 
@@ -102,7 +111,7 @@ public final class VitalflowMongoServer {
                 Path file = dir.resolve("vitalflow.mv.db").toAbsolutePath();
                 MVStore store = new MVStore.Builder().fileName(file.toString()).open();
                 store.setAutoCommitDelay(commitIntervalMs);
-                backend = new H2Backend(store);
+                backend = new IdFirstBackend(store);
                 where = file + ", committed every " + commitIntervalMs + " ms";
             }
             case "memory" -> {
@@ -238,6 +247,86 @@ public final class VitalflowMongoServer {
         public MongoBackend version(MongoVersion version) {
             backend.version(version);
             return this;
+        }
+    }
+
+    /**
+     * H2 backend whose collections look a document up by {@code _id} first (see
+     * {@link IdFirstCollection}).
+     *
+     * <p>H2Database opens its collections from inside its constructor, before a subclass's
+     * fields are set, so the one store of this process is reached through {@link #STORE}.
+     */
+    static final class IdFirstBackend extends H2Backend {
+
+        private static MVStore STORE;
+
+        IdFirstBackend(MVStore store) {
+            super(remember(store));
+        }
+
+        private static MVStore remember(MVStore store) {
+            STORE = store;
+            return store;
+        }
+
+        @Override
+        protected MongoDatabase openOrCreateDatabase(String databaseName) {
+            return new IdFirstDatabase(databaseName, STORE, getCursorRegistry());
+        }
+    }
+
+    /** H2Database opening {@link IdFirstCollection}s on the maps H2Database itself would use. */
+    static final class IdFirstDatabase extends H2Database {
+
+        IdFirstDatabase(String databaseName, MVStore store, CursorRegistry cursorRegistry) {
+            super(databaseName, store, cursorRegistry);
+        }
+
+        @Override
+        protected MongoCollection<Object> openOrCreateCollection(String collectionName,
+                CollectionOptions options) {
+            // The map names of H2Database 1.47 ("databases." and "meta." + namespace), so files
+            // written by the plain backend open unchanged, and the other way round.
+            String namespace = getFullCollectionNamespace(collectionName);
+            MVMap<Object, Document> dataMap = IdFirstBackend.STORE.openMap("databases." + namespace);
+            MVMap<String, Object> metaMap = IdFirstBackend.STORE.openMap("meta." + namespace);
+            return new IdFirstCollection(this, collectionName, options, dataMap, metaMap, cursorRegistry);
+        }
+    }
+
+    /**
+     * A collection that answers a query naming one {@code _id} (or an {@code $in} of them) from
+     * the {@code _id} index, whatever else the query says.
+     *
+     * <p>Why: mongo-java-server 1.47 uses an index only when the query's fields are exactly the
+     * index's, so {@code {_id: p, "last_vitals.bp.measured_at": t}} (the flow's guarded update
+     * of a patient) scanned the whole collection: every guarded update cost a pass over all
+     * patients. MongoDB plans such a query on the {@code _id} index; so does this. The other
+     * conditions are still matched on the documents found, exactly as in a scan.
+     */
+    static final class IdFirstCollection extends H2Collection {
+
+        IdFirstCollection(MongoDatabase database, String collectionName, CollectionOptions options,
+                MVMap<Object, Document> dataMap, MVMap<String, Object> metaMap,
+                CursorRegistry cursorRegistry) {
+            super(database, collectionName, options, dataMap, metaMap, cursorRegistry);
+        }
+
+        @Override
+        protected QueryResult queryDocuments(Document query, Document orderBy, int numberToSkip,
+                int limit, int batchSize, Document fieldSelector) {
+            String idField = getIdField();
+            if (query.size() > 1 && idField != null && query.containsKey(idField)) {
+                Document byId = new Document(idField, query.get(idField));
+                for (Index<Object> index : getIndexes()) {
+                    if (index.canHandle(byId)) {
+                        return matchDocuments(query, index.getPositions(byId), orderBy, numberToSkip,
+                                limit, batchSize, fieldSelector);
+                    }
+                }
+            }
+            return super.queryDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
         }
     }
 }

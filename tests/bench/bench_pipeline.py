@@ -182,14 +182,20 @@ class Bench:
 
     # --- one flow run -------------------------------------------------------------------------
 
-    def new_flow(self, epoch: float) -> FlowUnderTest:
+    def new_flow(self, epoch: float, workers: int = 1) -> FlowUnderTest:
         args = self.args
         uid = f"bench{uuid.uuid4().hex[:8]}"
         # A recovery directory (and logs) per run: Bytewax's store belongs to one flow's keys.
         workdir = self.workdir / uid
         workdir.mkdir()
         flow = FlowUnderTest(
-            args.mqtt_url, args.mongo_url, args.kafka, uid, workdir, epoch_interval=epoch
+            args.mqtt_url,
+            args.mongo_url,
+            args.kafka,
+            uid,
+            workdir,
+            epoch_interval=epoch,
+            workers=workers,
         )
         self.databases.append(flow.db_name)
         started = time.perf_counter()
@@ -297,10 +303,10 @@ class Bench:
             + (f"; {len(foreign)} foreign deliveries (not ours) ignored" if foreign else "")
         )
 
-    def throughput_run(self, epoch: float) -> None:
-        name = f"throughput, epoch {epoch} s"
+    def throughput_run(self, epoch: float, workers: int = 1) -> None:
+        name = f"throughput, epoch {epoch} s" + (f", {workers} workers" if workers > 1 else "")
         print(f"\n== vitalflow {name}: {len(self.messages)} messages queued first ==")
-        flow = self.new_flow(epoch)
+        flow = self.new_flow(epoch, workers)
         started = time.perf_counter()
         publish(flow.mqtt_url, [(m.topic, m.payload) for m in self.messages])
         print(
@@ -679,6 +685,13 @@ def main() -> None:
         default=[1],
         help="throughput runs as a Bytewax cluster of N OS processes (one MQTT partition each)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="throughput runs of one process with N Bytewax workers (threads) each",
+    )
     parser.add_argument("--baseline", choices=["naive"], help="also run the naive listener")
     parser.add_argument(
         "--baseline-messages", type=int, default=0, help="cap the baseline's messages (0: all)"
@@ -700,7 +713,8 @@ def main() -> None:
             for epoch in args.epoch_interval:
                 for processes in args.processes:
                     if processes == 1:
-                        bench.throughput_run(epoch)
+                        for workers in args.workers:
+                            bench.throughput_run(epoch, workers)
                     else:
                         bench.cluster_throughput_run(epoch, processes)
         for epoch in args.epoch_interval:

@@ -4,8 +4,9 @@ For each server: insert_many in batches of 500 (~640-byte observation documents)
 `update_one` on a nested `measured_at` (`$lt`) as the latest-vitals write does it,
 `update_one` by `_id`, 4 clients updating at once, `find_one` by `_id` over ~24,500
 documents, 4 clients `$set`-ing different fields of the same 50 documents (20 rounds; fields
-lost = updates acknowledged but not in the document), and one `bulk_write` of 500 updates
-with a socket timeout, so a server that wedges is reported instead of hanging the run.
+lost = updates acknowledged but not in the document), one `bulk_write` of 500 updates
+and one of a guarded `$set` per patient (the last_vitals write of a batch), with a socket
+timeout, so a server that wedges is reported instead of hanging the run.
 Each timed loop stops after --seconds, so a slow server costs bounded time. Prints a table;
 asserts nothing.
 
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from private_mongo import REPO, PrivateMongoServer, free_port
 from pymongo import MongoClient, UpdateOne
+from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 Doc = dict[str, Any]
@@ -233,11 +235,44 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, str]:
         out["bulk_write of 500 updates"] = (
             f"{500 / elapsed:,.0f} statements/s ({result.modified_count} modified, {elapsed:.2f} s)"
         )
+    out.update(guarded_bulk(db, patients))
     try:
         client(url, 10).drop_database(name)
     except PyMongoError as exc:
         print(f"  ({url}: could not drop {name}: {type(exc).__name__})", file=sys.stderr)
     return out
+
+
+def guarded_bulk(db: Database[Doc], patients: list[str]) -> dict[str, str]:
+    """The last_vitals write of a batch: one `bulk_write`, a guarded `$set` per patient.
+
+    The guard names the `measured_at` the patient holds (as `flows.latest_vitals` does), so
+    every statement must find its document by `_id` and then check the guard. Three rounds.
+    """
+    label = f"guarded bulk_write, 1 statement per patient ({len(patients):,})"
+    held = T0 - timedelta(days=1)
+    db.patients.update_many({}, {"$set": {"last_vitals.heart_rate": {"measured_at": held}}})
+    rates = []
+    for r in range(3):
+        at = T0 + timedelta(hours=r)
+        bulk = [
+            UpdateOne(
+                {"_id": p, "last_vitals.heart_rate.measured_at": held},
+                {"$set": {"last_vitals.heart_rate": {"measured_at": at, "bpm": 60 + r}}},
+            )
+            for p in patients
+        ]
+        started = time.perf_counter()
+        try:
+            result = db.patients.bulk_write(bulk, ordered=False)
+        except PyMongoError as exc:
+            waited = time.perf_counter() - started
+            return {label: f"FAILED after {waited:.1f} s: {type(exc).__name__}"}
+        rates.append(len(bulk) / (time.perf_counter() - started))
+        if result.modified_count != len(bulk):
+            return {label: f"{result.modified_count} of {len(bulk)} applied (guards missed)"}
+        held = at
+    return {label: f"{min(rates):,.0f}-{max(rates):,.0f} statements/s (3 rounds)"}
 
 
 def main() -> None:
