@@ -26,7 +26,7 @@ VF_KAFKA_LIBS="$VF_CACHE/kafka-$VF_KAFKA_VERSION/libs"
 VF_MONGO_VERSION=$(sed -n 's:.*<mongo-java-server.version>\(.*\)</mongo-java-server.version>.*:\1:p' \
     "$VF_ROOT/deploy/mongo/pom.xml")
 VF_MONGO_HOME="$VF_CACHE/mongo-$VF_MONGO_VERSION"
-VF_MONGO_HEAP_OPTS="${VITALFLOW_LOCAL_MONGO_HEAP_OPTS:--Xms64m -Xmx512m}"
+VF_MONGO_HEAP_OPTS="${VITALFLOW_LOCAL_MONGO_HEAP_OPTS:--Xms64m -Xmx1536m}"
 # FerretDB is no longer a service here; `deploy/local/install ferretdb` still builds it for
 # tests/bench/bench_store.py.
 VF_FERRET_BIN="$VF_CACHE/ferretdb/ferretdb-vitalflow"

@@ -378,15 +378,24 @@ public final class VitalflowMongoServer {
 
         private final ObjectDataType legacy = new ObjectDataType();
 
-        /** Running mean of the encoded sizes: MVStore sizes its pages with this estimate. */
+        /** Running mean of the encoded sizes. */
         private volatile int averageSize = 512;
+
+        /**
+         * What a Document costs in memory per byte of its BSON: MVStore sizes its page cache
+         * (and its pages) with getMemory. A decoded Document (maps, boxed values) takes several
+         * times its BSON; estimating with the BSON size alone let the cache hold far more than
+         * its budget, and the 512 MB heap ran out while the history benchmark scanned 100,000
+         * readings. H2's own type estimated with the Java-serialised size, about twice the BSON.
+         */
+        private static final int MEMORY_PER_BSON_BYTE = 4;
 
         private BsonDocumentType() {
         }
 
         @Override
         public int getMemory(Document document) {
-            return averageSize + 64;
+            return averageSize * MEMORY_PER_BSON_BYTE;
         }
 
         @Override
@@ -438,7 +447,7 @@ public final class VitalflowMongoServer {
         static final IndexKeyType INSTANCE = new IndexKeyType();
 
         /** Bound on remembered keys: past it the memory is dropped and refilled as used. */
-        private static final int REMEMBERED = 200_000;
+        private static final int REMEMBERED = 50_000;
 
         private final ObjectDataType h2 = new ObjectDataType();
         private final ConcurrentHashMap<KeyValue, byte[]> serialized = new ConcurrentHashMap<>();
