@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,12 +33,14 @@ import jwt
 from fastapi.testclient import TestClient
 from pymongo import MongoClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from stored_observation import stored
+
 from api.app import create_app
-from flows.codes_and_flags import enrich_reading
-from flows.enrich import observation_id
-from flows.model import ObservationKind, Reading
+from flows.model import ObservationKind
 from flows.settings import Settings
-from flows.thresholds import Thresholds
 from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "bench-history-secret-long-enough-for-hs256!"
@@ -55,29 +58,9 @@ KINDS: list[tuple[ObservationKind, dict[str, float]]] = [
 
 def observations(count: int) -> Iterator[dict[str, Any]]:
     """`count` readings of one patient, newest at END, in the shape the flow stores."""
-    thresholds = Thresholds()
     for n in range(count):
         kind, values = KINDS[n % len(KINDS)]
-        measured_at = END - timedelta(seconds=30 * n)
-        message_id = f"{n:032x}"
-        reading = Reading(kind, dict(values), measured_at, measured_at)
-        yield {
-            "_id": observation_id(message_id, 0),
-            "patient_id": PATIENT,
-            "hospital_id": "H-BENCH",
-            "kind": str(kind),
-            "device_type": "AVA4",
-            "device_id": "08F9E0D1F7B4",
-            "sub_device": None,
-            "message_id": message_id,
-            "topic": "dusun_pub",
-            "measured_at": measured_at,
-            "device_time": measured_at,
-            "received_at": measured_at + timedelta(seconds=1),
-            "values": dict(values),
-            "attributes": {},
-            **enrich_reading(reading, thresholds),
-        }
+        yield stored(n, PATIENT, kind, dict(values), END - timedelta(seconds=30 * n), "H-BENCH")
 
 
 def seed(url: str, name: str, count: int) -> None:

@@ -22,22 +22,19 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 from pymongo import MongoClient
 from pymongo.database import Database
+from stored_observation import stored
 
 from api.app import create_app
 from flows.cli import main
-from flows.codes_and_flags import enrich_reading
-from flows.enrich import observation_id
 from flows.latest_vitals import latest_vitals
-from flows.model import ObservationKind, Reading
+from flows.model import ObservationKind
 from flows.settings import Settings
-from flows.thresholds import Thresholds
 from sinks.mongo_database import open_database
 from sinks.observation_history import HISTORY_INDEXES
 from sinks.sqlite_event_log import SqliteEventLog
 
 SECRET = "history-test-secret-long-enough-for-hs256!"
 START = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
-THRESHOLDS = Thresholds()
 
 
 def bearer(scope: str) -> dict[str, str]:
@@ -46,36 +43,6 @@ def bearer(scope: str) -> dict[str, str]:
 
 
 ALL = bearer("events:all")
-
-
-def stored(
-    n: int,
-    patient: str,
-    kind: ObservationKind,
-    values: dict[str, Any],
-    measured_at: datetime,
-    hospital: str = "H1",
-) -> dict[str, Any]:
-    """Observation `n` in the shape `flows.enrich.enrich_envelope` stores."""
-    message_id = f"{n:032x}"
-    reading = Reading(kind, values, measured_at, measured_at)
-    return {
-        "_id": observation_id(message_id, 0),
-        "patient_id": patient,
-        "hospital_id": hospital,
-        "kind": str(kind),
-        "device_type": "AVA4",
-        "device_id": "08F9E0D1F7B4",
-        "sub_device": None,
-        "message_id": message_id,
-        "topic": "dusun_pub",
-        "measured_at": measured_at,
-        "device_time": measured_at,
-        "received_at": measured_at + timedelta(seconds=1),
-        "values": values,
-        "attributes": {},
-        **enrich_reading(reading, THRESHOLDS),
-    }
 
 
 def seed_registry(db: Database[dict[str, Any]]) -> None:
