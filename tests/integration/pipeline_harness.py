@@ -119,22 +119,29 @@ class FlowUnderTest:
         return got
 
     def prepare_session(self) -> None:
-        """Create the flow's persistent MQTT session so the broker queues from now on."""
+        """Create the flow's persistent MQTT sessions so the broker queues from now on.
+
+        One per partition; with more than one they join the flow's share group, as the flow's
+        own clients will, so each queued message waits in exactly one of them.
+        """
         target = MqttTarget.from_url(self.mqtt_url)
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{self.client_id}-mqtt-0",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        client.connect(target.host, target.port)
-        client.loop_start()
         topics = [*DEFAULT_TOPICS.split(","), f"{self.replay_prefix}/#"]
-        result, _mid = client.subscribe([(t, 1) for t in topics])
-        assert result == mqtt.MQTT_ERR_SUCCESS
-        time.sleep(0.3)
-        client.disconnect()
-        client.loop_stop()
+        if self.partitions > 1:
+            topics = [f"$share/{self.client_id}/{t}" for t in topics]
+        for part in range(self.partitions):
+            client = mqtt.Client(
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                client_id=f"{self.client_id}-mqtt-{part}",
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+            )
+            client.connect(target.host, target.port)
+            client.loop_start()
+            result, _mid = client.subscribe([(t, 1) for t in topics])
+            assert result == mqtt.MQTT_ERR_SUCCESS
+            time.sleep(0.3)
+            client.disconnect()
+            client.loop_stop()
 
     def start(self) -> None:
         log = self.workdir / f"flow-{len(self.log_files)}.log"
@@ -458,23 +465,8 @@ class ClusterUnderTest:
 
     def prepare_sessions(self) -> None:
         """Create every partition's persistent session in the share group before publishing."""
-        target = MqttTarget.from_url(self.flow.mqtt_url)
-        topics = [*DEFAULT_TOPICS.split(","), f"{self.flow.replay_prefix}/#"]
-        for part in range(self.partitions):
-            client = mqtt.Client(
-                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                client_id=f"{self.flow.client_id}-mqtt-{part}",
-                clean_session=False,
-                protocol=mqtt.MQTTv311,
-            )
-            client.connect(target.host, target.port)
-            client.loop_start()
-            group = self.flow.client_id
-            result, _mid = client.subscribe([(f"$share/{group}/{t}", 1) for t in topics])
-            assert result == mqtt.MQTT_ERR_SUCCESS
-            time.sleep(0.3)
-            client.disconnect()
-            client.loop_stop()
+        self.flow.partitions = self.partitions
+        self.flow.prepare_session()
 
     def stop(self) -> None:
         self.kill_all()
