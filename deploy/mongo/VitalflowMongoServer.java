@@ -318,7 +318,8 @@ public final class VitalflowMongoServer {
         protected MongoCollection<Object> openOrCreateCollection(String collectionName,
                 CollectionOptions options) {
             // The map names of H2Database 1.47 ("databases." and "meta." + namespace), so files
-            // written by the plain backend open unchanged, and the other way round.
+            // written by the plain backend open unchanged (not the other way round: once
+            // written here, documents are BSON, which the plain backend cannot read).
             String namespace = getFullCollectionNamespace(collectionName);
             MVMap<Object, Document> dataMap = MendedH2Backend.STORE.openMap("databases." + namespace,
                     new MVMap.Builder<Object, Document>().valueType(BsonDocumentType.INSTANCE));
