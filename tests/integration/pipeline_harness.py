@@ -129,12 +129,7 @@ class FlowUnderTest:
         if self.partitions > 1:
             topics = [f"$share/{self.client_id}/{t}" for t in topics]
         for part in range(self.partitions):
-            client = mqtt.Client(
-                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                client_id=f"{self.client_id}-mqtt-{part}",
-                clean_session=False,
-                protocol=mqtt.MQTTv311,
-            )
+            client = self._session_client(part, clean=False)
             client.connect(target.host, target.port)
             client.loop_start()
             result, _mid = client.subscribe([(t, 1) for t in topics])
@@ -142,6 +137,15 @@ class FlowUnderTest:
             time.sleep(0.3)
             client.disconnect()
             client.loop_stop()
+
+    def _session_client(self, part: int, *, clean: bool) -> mqtt.Client:
+        """A client with the id of the flow's partition `part`, to make or forget its session."""
+        return mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{self.client_id}-mqtt-{part}",
+            clean_session=clean,
+            protocol=mqtt.MQTTv311,
+        )
 
     def start(self) -> None:
         log = self.workdir / f"flow-{len(self.log_files)}.log"
@@ -164,12 +168,7 @@ class FlowUnderTest:
         """Remove the flow's persistent sessions from the broker (clean session connects)."""
         target = MqttTarget.from_url(self.mqtt_url)
         for part in range(self.partitions):
-            client = mqtt.Client(
-                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                client_id=f"{self.client_id}-mqtt-{part}",
-                clean_session=True,
-                protocol=mqtt.MQTTv311,
-            )
+            client = self._session_client(part, clean=True)
             try:
                 client.connect(target.host, target.port)
                 client.disconnect()
