@@ -143,7 +143,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
     """One MQTT client with a persistent session, and the messages it received but not acked.
 
     paho calls the `_on_*` methods from its network thread; the worker calls `next_batch` and
-    `snapshot`. They share only the inbox (thread-safe) and the connection generation (locked).
+    `snapshot`. They share only the inbox (thread-safe) and the connection generation.
     """
 
     def __init__(
@@ -164,9 +164,9 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self.stop = stop
         self._target = target
         self._subscriptions = subscriptions
-        self._lock = threading.Lock()
         # Incremented on every connect: a packet id (mid) only means something on the
-        # connection that received it.
+        # connection that received it. Written only on paho's thread (`_on_connect`); the
+        # worker reads one int, so no lock is needed, and none is taken per message.
         self._generation = 0
         self.connected = False
         self._closing = False
@@ -185,12 +185,6 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self.client.on_message = self._on_message
         target.connect(self.client, ca_file)
         self.client.loop_start()
-
-    @property
-    def generation(self) -> int:
-        """The number of the current connection (0 before the first)."""
-        with self._lock:
-            return self._generation
 
     @override
     def next_batch(self) -> list[MqttMessage]:
@@ -233,7 +227,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self.client.disconnect()
 
     def _ack_sealed(self) -> None:
-        current = self.generation
+        current = self._generation
         for generation, mid, qos in self.sealed:
             # A mid from an earlier connection means another message now: the broker will
             # redeliver that one on this connection, so it is acked when seen again.
@@ -252,8 +246,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         if getattr(reason, "is_failure", False):
             logger.warning("MQTT connect to %s refused: %s", self._target.host, reason)
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
         self.connected = True
         logger.info(
             "MQTT %s connected to %s:%s (session present: %s)",
@@ -281,7 +274,9 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         received = MqttMessage(message.topic, payload, datetime.now(UTC))
         # Blocking here when the inbox is full (in messages or bytes) stops paho reading the
         # socket: TCP backpressure reaches the broker instead of memory growing.
-        self.inbox.put(_Received(self.generation, message.mid, message.qos, received), len(payload))
+        self.inbox.put(
+            _Received(self._generation, message.mid, message.qos, received), len(payload)
+        )
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
         logger.warning(

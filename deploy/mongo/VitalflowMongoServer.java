@@ -409,9 +409,7 @@ public final class VitalflowMongoServer {
             try {
                 BsonEncoder.encodeDocument(document, bson);
                 int size = bson.readableBytes();
-                byte[] bytes = new byte[size];
-                bson.readBytes(bytes);
-                buffer.put(MARKER).put(bytes);
+                buffer.put(MARKER).put(bson.nioBuffer());
                 averageSize = (averageSize * 15 + size) / 16;
             } finally {
                 bson.release();
