@@ -103,9 +103,7 @@ def alert_records(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
 
 
 def _stored(envelope: Envelope) -> bool:
-    return any(
-        o.step is Step.STORED and o.status is StepStatus.SUCCESS for o in envelope.outcomes
-    )
+    return any(o.step is Step.STORED and o.status is StepStatus.SUCCESS for o in envelope.outcomes)
 
 
 def _emergency(flag: dict[str, Any]) -> bool:

@@ -62,9 +62,7 @@ def settings_from(args: argparse.Namespace, secrets_dir: Path | None = None) -> 
     return Settings(**given, _secrets_dir=secrets_dir)  # type: ignore[call-arg]
 
 
-def secrets_dir_of(
-    args: argparse.Namespace, variables: dict[str, tuple[str, str]]
-) -> Path | None:
+def secrets_dir_of(args: argparse.Namespace, variables: dict[str, tuple[str, str]]) -> Path | None:
     """Return the secrets directory: the flag, else VITALFLOW_SECRETS_DIR, else the default."""
     chosen = args.secrets_dir or variables.get("VITALFLOW_SECRETS_DIR", ("", ""))[0]
     if not chosen:
