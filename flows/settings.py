@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # cluster: fixed for the life of the recovery data, at least the most processes it will run.
     mqtt_partitions: int = Field(default=1, ge=1)
     mqtt_inbox_size: int = Field(default=20_000, ge=1)
+    # Most messages the flow takes from the inbox at a time (Bytewax's batch).
+    mqtt_batch_size: int = Field(default=1000, ge=1)
     # Received payload bytes waiting for the flow; with the count above, what bounds memory
     # while the flow waits (e.g. for Kafka). One larger message is still taken.
     mqtt_inbox_bytes: int = Field(default=64 * 1024 * 1024, ge=1)

@@ -1,7 +1,10 @@
 """Writing records durably to Kafka with kafka-python: acks=all, every wait bounded and reported.
 
 `write` returns only once every record is acknowledged, because the MQTT source acks a message
-only after its epoch is durable. Waiting is therefore allowed, silence is not: a flush that
+only after its epoch is durable. The dataflow's sinks use `send` and `sync` instead: `send`
+hands the records to the producer and returns, `sync` (at the end of the epoch) waits until
+all are acknowledged and writes what failed again the careful way `write` does. Waiting is
+therefore allowed, silence is not: a flush that
 takes longer than `_WAIT_REPORT_S` is logged (topic, how many records, for how long) every time
 it does, and a broker back from an outage is reconnected to within about a second.
 
@@ -35,6 +38,8 @@ from kafka.errors import (
 )
 from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Counter
+
+from sinks.kafka_batches import MAX_VALUE_BYTES, BatchAppender, QueuedBatch
 
 __all__ = [
     "CLOUDEVENTS_JSON",
@@ -108,8 +113,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
             _create_missing_topics(bootstrap, topics)
         except KafkaError as exc:
             logger.warning(
-                "Kafka at %s unreachable for %.0f s (%s); step events and dead letters wait "
-                "for it, retrying in %.1f s",
+                "Kafka at %s unreachable for %.0f s (%s); the flow waits for it (step events, "
+                "dead letters), retrying in %.1f s",
                 bootstrap,
                 time.monotonic() - started,
                 _describe(exc),
@@ -199,6 +204,12 @@ class KafkaWriter:
         # The content type of each topic's records; a topic not named gets no header.
         self._content_types = content_types or {}
         self._producer = self._new_producer()
+        self._appender = self._new_appender()
+        # What `send` handed to the producer (whole batches, or records with their futures),
+        # and what it could not hand over; `sync` settles all three.
+        self._queued: list[QueuedBatch] = []
+        self._sent: list[tuple[str, list[Record], list[FutureRecordMetadata]]] = []
+        self._unsent: list[tuple[str, list[Record]]] = []
 
     def _new_producer(self) -> KafkaProducer:
         while True:
@@ -211,7 +222,7 @@ class KafkaWriter:
                     # request.
                     enable_idempotence=True,
                     max_in_flight_requests_per_connection=5,
-                    linger_ms=10,
+                    linger_ms=50,
                     batch_size=256 * 1024,
                     client_id="vitalflow",
                     **_PRODUCER_TIMEOUTS,
@@ -221,6 +232,12 @@ class KafkaWriter:
                     "Kafka at %s unreachable (%s); retrying in 1 s", self._bootstrap, _describe(exc)
                 )
                 time.sleep(1.0)
+
+    def _new_appender(self) -> BatchAppender | None:
+        if BatchAppender.usable(self._producer):
+            return BatchAppender(self._producer, _PRODUCER_TIMEOUTS["max_block_ms"])
+        logger.info("kafka-python internals differ from those known: records go one by one")
+        return None
 
     def _headers(self, topic: str) -> list[tuple[str, bytes]]:
         content_type = self._content_types.get(topic)
@@ -275,6 +292,60 @@ class KafkaWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
             pending = retry
+
+    def send(self, topic: str, records: list[Record]) -> None:
+        """Hand `(key, value)` records to the producer; `sync` returns once they are durable."""
+        if self._unsent:
+            # Kafka was away for an earlier batch: keep the order, leave these to `sync` too.
+            self._unsent.append((topic, records))
+            return
+        headers = self._headers(topic)
+        if self._appender is not None:
+            # Whole batches (`sinks.kafka_batches`), up to a record too large for them.
+            cut = next(
+                (i for i, (_, value) in enumerate(records) if len(value) > MAX_VALUE_BYTES),
+                len(records),
+            )
+            try:
+                self._queued.extend(self._appender.append(topic, records[:cut], headers))
+            except KafkaError:
+                cut = 0  # no metadata (Kafka away): `write` sorts it out at `sync`
+            if cut < len(records):
+                self._unsent.append((topic, records[cut:]))
+            return
+        futures: list[FutureRecordMetadata] = []
+        for key, value in records:
+            try:
+                futures.append(
+                    self._producer.send(topic, key=key.encode(), value=value, headers=headers)
+                )
+            except KafkaError:
+                # No metadata (Kafka away) or a record refused up front: `write` sorts it out.
+                self._unsent.append((topic, records[len(futures) :]))
+                break
+        self._sent.append((topic, records[: len(futures)], futures))
+
+    def sync(self) -> None:
+        """Return once every record `send` took is acknowledged, writing failures again."""
+        if not self._queued and not self._sent and not self._unsent:
+            return
+        queued, sent, unsent = self._queued, self._sent, self._unsent
+        self._queued, self._sent, self._unsent = [], [], []
+        count = sum(len(q.records) for q in queued) + sum(len(f) for _, _, f in sent)
+        if count:
+            topic = queued[0].topic if queued else sent[0][0]
+            self._flush(topic, count)
+        # A batch the producer could not deliver (or split, being too large for the broker)
+        # is written again record by record; a record that did arrive is then there twice,
+        # with the same event id, which consumers already drop (redeliveries do the same).
+        again = [(q.topic, q.records) for q in queued if not q.acknowledged]
+        for topic, records, futures in sent:
+            failed = [r for r, f in zip(records, futures, strict=True) if not _acknowledged(f)]
+            if failed:
+                again.append((topic, failed))
+        for topic, records in again + unsent:
+            # Retries, substitutes for refused records and the warnings: as for `write`.
+            self.write(topic, records)
 
     def _refuse(self, topic: str, item: _Pending, error: KafkaError, retry: list[_Pending]) -> None:
         if item.substitute:
@@ -364,10 +435,23 @@ class KafkaWriter:
         with contextlib.suppress(KafkaError):
             self._producer.close(timeout=0)
         self._producer = self._new_producer()
+        self._appender = self._new_appender()
 
     def close(self) -> None:
-        """Flush and close the producer."""
+        """Flush and close the producer.
+
+        What was sent and never synced belongs to an epoch that did not complete: its MQTT
+        messages were not acked and come again, so nothing waits here for an absent Kafka.
+        """
         self._producer.close(timeout=10)
+
+
+def _acknowledged(future: FutureRecordMetadata) -> bool:
+    try:
+        future.get(timeout=0)
+    except KafkaError:
+        return False
+    return True
 
 
 def _describe(error: BaseException | None) -> str:

@@ -1,8 +1,11 @@
 """A Bytewax sink that writes keyed records to an event log and returns only once durable.
 
-It is a `FixedPartitionedSink` on purpose: with recovery on, an epoch only completes once
-every such sink has snapshotted it, i.e. after its `write_batch` calls returned, which is what
-lets the MQTT source ack only what is durable.
+It is a `FixedPartitionedSink` on purpose: Bytewax calls a partition's `snapshot` when the
+epoch closes, before the epoch counts as complete downstream (with recovery on, before its
+snapshots are committed), and the MQTT source acks an epoch's messages only after that. So
+`write_batch` only starts writing (`RecordWriter.send`) and `snapshot` waits until all of it is
+durable (`RecordWriter.sync`): Kafka's round trips overlap the next batches of the epoch
+instead of stalling the worker after every batch, and nothing is acked before it is durable.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ class RecordWriter(Protocol):
     def write(self, topic: str, records: list[Record]) -> None:
         """Append the records; return only once they are durable."""
 
+    def send(self, topic: str, records: list[Record]) -> None:
+        """Start appending the records, in order after those sent before; `sync` ends it."""
+
+    def sync(self) -> None:
+        """Return only once every record sent so far is durable."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -35,11 +44,12 @@ class _RecordPartition(StatefulSinkPartition[Record, None]):
 
     @override
     def write_batch(self, values: list[Record]) -> None:
-        self._writer.write(self._topic, values)
+        self._writer.send(self._topic, values)
 
     @override
     def snapshot(self) -> None:
-        return None
+        # The epoch closes: what it wrote must be durable before the source acks it.
+        self._writer.sync()
 
     @override
     def close(self) -> None:

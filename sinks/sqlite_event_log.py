@@ -134,6 +134,13 @@ class SqliteEventLog:
         """Append `(key, value)` records durably: the dataflow's `RecordWriter` interface."""
         self.append_many(topic, [(key.encode(), value) for key, value in records])
 
+    def send(self, topic: str, records: list[tuple[str, bytes]]) -> None:
+        """Append durably at once: a local commit is cheap, nothing is left for `sync`."""
+        self.write(topic, records)
+
+    def sync(self) -> None:
+        """Nothing to wait for: `send` committed already."""
+
     def read(self, topic: str, start_offset: int, limit: int) -> list[Record]:
         """Return up to `limit` records with offsets from `start_offset` on, in offset order.
 
