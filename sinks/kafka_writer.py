@@ -205,10 +205,9 @@ class KafkaWriter:
         self._content_types = content_types or {}
         self._producer = self._new_producer()
         self._appender = self._new_appender()
-        # What `send` handed to the producer (whole batches, or records with their futures),
-        # and what it could not hand over; `sync` settles all three.
+        # What `send` handed to the producer as whole batches, and what it left for `sync`
+        # to write the careful way.
         self._queued: list[QueuedBatch] = []
-        self._sent: list[tuple[str, list[Record], list[FutureRecordMetadata]]] = []
         self._unsent: list[tuple[str, list[Record]]] = []
 
     def _new_producer(self) -> KafkaProducer:
@@ -238,7 +237,10 @@ class KafkaWriter:
     def _new_appender(self) -> BatchAppender | None:
         if BatchAppender.usable(self._producer):
             return BatchAppender(self._producer, _PRODUCER_TIMEOUTS["max_block_ms"])
-        logger.info("kafka-python internals differ from those known: records go one by one")
+        logger.info(
+            "kafka-python internals differ from those sinks/kafka_batches.py knows: records "
+            "are written one by one at each epoch's end"
+        )
         return None
 
     def _headers(self, topic: str) -> list[tuple[str, bytes]]:
@@ -297,54 +299,33 @@ class KafkaWriter:
 
     def send(self, topic: str, records: list[Record]) -> None:
         """Hand `(key, value)` records to the producer; `sync` returns once they are durable."""
-        if self._unsent:
-            # Kafka was away for an earlier batch: keep the order, leave these to `sync` too.
+        if self._unsent or self._appender is None:
+            # Kafka was away for an earlier batch, or this kafka-python lacks what the batch
+            # path needs: `sync` writes these the careful way, in order.
             self._unsent.append((topic, records))
             return
-        headers = self._headers(topic)
-        if self._appender is not None:
-            # Whole batches (`sinks.kafka_batches`), up to a record too large for them.
-            cut = next(
-                (i for i, (_, value) in enumerate(records) if len(value) > MAX_VALUE_BYTES),
-                len(records),
-            )
-            try:
-                self._queued.extend(self._appender.append(topic, records[:cut], headers))
-            except KafkaError:
-                cut = 0  # no metadata (Kafka away): `write` sorts it out at `sync`
-            if cut < len(records):
-                self._unsent.append((topic, records[cut:]))
-            return
-        futures: list[FutureRecordMetadata] = []
-        for key, value in records:
-            try:
-                futures.append(
-                    self._producer.send(topic, key=key.encode(), value=value, headers=headers)
-                )
-            except KafkaError:
-                # No metadata (Kafka away) or a record refused up front: `write` sorts it out.
-                self._unsent.append((topic, records[len(futures) :]))
-                break
-        self._sent.append((topic, records[: len(futures)], futures))
+        # Whole batches (`sinks.kafka_batches`), up to a record too large for them.
+        cut = next(
+            (i for i, (_, value) in enumerate(records) if len(value) > MAX_VALUE_BYTES),
+            len(records),
+        )
+        try:
+            self._queued.extend(self._appender.append(topic, records[:cut], self._headers(topic)))
+        except KafkaError:
+            cut = 0  # no metadata (Kafka away): `write` sorts it out at `sync`
+        if cut < len(records):
+            self._unsent.append((topic, records[cut:]))
 
     def sync(self) -> None:
         """Return once every record `send` took is acknowledged, writing failures again."""
-        if not self._queued and not self._sent and not self._unsent:
-            return
-        queued, sent, unsent = self._queued, self._sent, self._unsent
-        self._queued, self._sent, self._unsent = [], [], []
-        count = sum(len(q.records) for q in queued) + sum(len(f) for _, _, f in sent)
-        if count:
-            topic = queued[0].topic if queued else sent[0][0]
-            self._flush(topic, count)
+        queued, unsent = self._queued, self._unsent
+        self._queued, self._unsent = [], []
+        if queued:
+            self._flush(queued[0].topic, sum(len(q.records) for q in queued))
         # A batch the producer could not deliver (or split, being too large for the broker)
         # is written again record by record; a record that did arrive is then there twice,
         # with the same event id, which consumers already drop (redeliveries do the same).
         again = [(q.topic, q.records) for q in queued if not q.acknowledged]
-        for topic, records, futures in sent:
-            failed = [r for r, f in zip(records, futures, strict=True) if not _acknowledged(f)]
-            if failed:
-                again.append((topic, failed))
         for topic, records in again + unsent:
             # Retries, substitutes for refused records and the warnings: as for `write`.
             self.write(topic, records)
@@ -446,14 +427,6 @@ class KafkaWriter:
         messages were not acked and come again, so nothing waits here for an absent Kafka.
         """
         self._producer.close(timeout=10)
-
-
-def _acknowledged(future: FutureRecordMetadata) -> bool:
-    try:
-        future.get(timeout=0)
-    except KafkaError:
-        return False
-    return True
 
 
 def _describe(error: BaseException | None) -> str:
