@@ -342,6 +342,7 @@ class Bench:
         print(self.check(flow, events, self.messages))
         print("  CPU during the run:")
         print(meter.report())
+        print(f"    {meter.per_message(count)}")
         if profile is not None:
             print("  profile of the flow:")
             print(profile.summary())
@@ -352,7 +353,7 @@ class Bench:
                     "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
                     "msg/s (incl. start-up)": f"{count / total:,.0f}",
                 },
-                meter.headline(),
+                f"{meter.headline()}\n    {meter.per_message(count)}",
             )
         )
 
@@ -405,6 +406,7 @@ class Bench:
         print(self.check(flow, events, self.messages))
         print("  CPU during the run:")
         print(meter.report())
+        print(f"    {meter.per_message(count)}")
         self.results.append(
             RunResult(
                 f"vitalflow {name}",
@@ -412,7 +414,7 @@ class Bench:
                     "msg/s (first event to last chain end)": f"{count / steady:,.0f}",
                     "msg/s (incl. start-up)": f"{count / total:,.0f}",
                 },
-                meter.headline(),
+                f"{meter.headline()}\n    {meter.per_message(count)}",
             )
         )
 
