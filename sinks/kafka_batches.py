@@ -138,11 +138,8 @@ class BatchAppender:
         batch: ProducerBatch | None = None
         held: list[Record] = []
         for record in records:
-            key, value = record
-            if (
-                batch is None
-                or batch.records.append(timestamp_ms, key.encode(), value, headers) is None
-            ):
+            key, value = record[0].encode(), record[1]
+            if batch is None or batch.records.append(timestamp_ms, key, value, headers) is None:
                 if batch is not None:
                     done.append(QueuedBatch(batch, tp.topic, held))
                 batch = ProducerBatch(
@@ -152,7 +149,7 @@ class BatchAppender:
                     ),
                 )
                 # The first record of a batch always fits.
-                batch.records.append(timestamp_ms, key.encode(), value, headers)
+                batch.records.append(timestamp_ms, key, value, headers)
                 held = []
             held.append(record)
         if batch is not None:

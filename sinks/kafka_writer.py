@@ -104,13 +104,15 @@ class _Pending:
 _Outcome = tuple[KafkaError | None, bool]
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create the topics that do not exist yet; wait (saying so every few s) for Kafka."""
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], configs: dict[str, str] | None = None
+) -> None:
+    """Create the topics that do not exist yet (with `configs`); wait, saying so, for Kafka."""
     delay = 0.5
     started = time.monotonic()
     while True:
         try:
-            _create_missing_topics(bootstrap, topics)
+            _create_missing_topics(bootstrap, topics, configs or {})
         except KafkaError as exc:
             logger.warning(
                 "Kafka at %s unreachable for %.0f s (%s); the flow waits for it (step events, "
@@ -126,7 +128,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
             return
 
 
-def _create_missing_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def _create_missing_topics(bootstrap: str, topics: dict[str, int], configs: dict[str, str]) -> None:
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="vitalflow-admin",
@@ -137,7 +139,7 @@ def _create_missing_topics(bootstrap: str, topics: dict[str, int]) -> None:
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=parts, replication_factor=1)
+            NewTopic(name, num_partitions=parts, replication_factor=1, topic_configs=configs)
             for name, parts in topics.items()
             if name not in existing
         ]

@@ -56,7 +56,7 @@ from pipeline_harness import ClusterUnderTest, FlowUnderTest, publish
 from process_cpu import CpuMeter, Profile, service_processes
 from pymongo import MongoClient
 from pymongo.database import Database
-from step_watcher import SeenEvent, StepWatcher, create_timed_topic
+from step_watcher import TIMED_TOPIC, SeenEvent, StepWatcher
 
 from connectors.mqtt_source import MqttTarget
 from flows.codes_and_flags import enrich_reading
@@ -205,7 +205,7 @@ class Bench:
         started = time.perf_counter()
         seed(flow.db, self.world)
         print(f"  seeded {flow.db_name} in {time.perf_counter() - started:.1f} s")
-        create_timed_topic(args.kafka, flow.steps_topic, STEPS_PARTITIONS)
+        ensure_topics(args.kafka, {flow.steps_topic: STEPS_PARTITIONS}, TIMED_TOPIC)
         ensure_topics(args.kafka, {flow.dlq_topic: 1})
         flow.prepare_session()
         return flow

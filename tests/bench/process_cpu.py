@@ -87,9 +87,13 @@ class CpuMeter:
         total = sum(after) - sum(before)
         self._machine_busy = 1 - idle / total if total > 0 else 0.0
 
+    def _used(self) -> dict[str, float]:
+        """CPU seconds of each process between `start()` and `stop()`."""
+        return {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
+
     def headline(self) -> str:
         """Return one line: the busiest processes and how busy the machine was."""
-        used = {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
+        used = self._used()
         busiest = sorted(used.items(), key=lambda item: -item[1])[:4]
         others = self._machine_busy * psutil.cpu_count() * self.elapsed - sum(used.values())
         return (
@@ -104,7 +108,7 @@ class CpuMeter:
         Steadier than msg/s when the machine's speed drifts between sittings (other tenants):
         what a change saves shows here even when the throughput moves with the machine.
         """
-        used = {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
+        used = self._used()
         busiest = sorted(used.items(), key=lambda item: -item[1])
         parts = [f"{name} {1000 * seconds / messages:.2f}" for name, seconds in busiest]
         total = 1000 * sum(used.values()) / messages
@@ -112,7 +116,7 @@ class CpuMeter:
 
     def report(self, indent: str = "    ") -> str:
         """Return one line per process, busiest first, and the whole machine."""
-        used = {n: self._after.get(n, 0.0) - self._before.get(n, 0.0) for n in self.processes}
+        used = self._used()
         lines = [
             f"{indent}{name:<34} {seconds:7.1f} s CPU = {100 * seconds / self.elapsed:5.0f} % "
             "of a core"

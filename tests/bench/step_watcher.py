@@ -5,7 +5,7 @@ its id, step, status, CloudEvent `time` and the moment the broker appended it. A
 its own keeps its JSON decoding off the publisher's GIL and its CPU in a line of its own.
 
 "Visible on Kafka" is the record's broker timestamp: the benchmark creates its topics with
-`message.timestamp.type=LogAppendTime` (`create_timed_topic`), so a record carries the time
+`message.timestamp.type=LogAppendTime` (`TIMED_TOPIC`), so a record carries the time
 the broker appended it, which is when a consumer can have it (one broker, acks=all). That
 lets the watcher fetch lazily (500 ms waits, 256 KiB minimum) instead of polling every 5 ms:
 the consumer the benchmark needs for its figures then costs little of the CPU it measures. On
@@ -14,7 +14,6 @@ a topic with producer timestamps it falls back to the moment it consumed the rec
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import pickle
 import time
@@ -25,11 +24,12 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaConsumer, TopicPartition
 
-__all__ = ["SeenEvent", "StepWatcher", "create_timed_topic"]
+__all__ = ["TIMED_TOPIC", "SeenEvent", "StepWatcher"]
+
+# The configuration of the topics the watcher reads: records stamped when the broker appends.
+TIMED_TOPIC = {"message.timestamp.type": "LogAppendTime"}
 
 # Kafka's record timestamp types (the `timestamp_type` of a consumed record).
 _LOG_APPEND_TIME = 1
@@ -58,17 +58,6 @@ class SeenEvent:
     @property
     def ends_chain(self) -> bool:
         return self.status in _TERMINAL or self.step == _LAST_STEP
-
-
-def create_timed_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create `topic` with broker append timestamps, before the flow creates it without."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="vf-bench-admin")
-    try:
-        config = {"message.timestamp.type": "LogAppendTime"}
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
-    finally:
-        admin.close()
 
 
 def _watch(
