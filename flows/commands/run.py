@@ -15,6 +15,7 @@ from datetime import timedelta
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from flows.garbage_collection import tune_garbage_collection
 from flows.health import serve_health
 from flows.pipeline import build_flow, event_topics
 from flows.settings import Settings, without_password
@@ -107,6 +108,7 @@ def run_dataflow(settings: Settings) -> int:
             name="vitalflow-kafka-check",
             daemon=True,
         ).start()
+    tune_garbage_collection()
     stop.install()
     try:
         cli_main(

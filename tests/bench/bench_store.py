@@ -3,7 +3,8 @@
 For each server: insert_many in batches of 500 (~640-byte observation documents), a guarded
 `update_one` on a nested `measured_at` (`$lt`) as the latest-vitals write does it,
 `update_one` by `_id`, 4 clients updating at once, `find_one` by `_id` over ~24,500
-documents, 4 clients `$set`-ing different fields of the same 50 documents (20 rounds; fields
+documents, a `find` of 1,000 `_id`s by `$in` (the flow's batched lookups), 4 clients
+`$set`-ing different fields of the same 50 documents (20 rounds; fields
 lost = updates acknowledged but not in the document), one `bulk_write` of 500 updates
 and one of a guarded `$set` per patient (the last_vitals write of a batch), with a socket
 timeout, so a server that wedges is reported instead of hanging the run.
@@ -200,6 +201,13 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, str]:
 
     count, elapsed = timed(seconds, 5000, find)
     out[f"find_one by _id ({total:,} docs)"] = rate(count, elapsed)
+
+    # What the flow's batched lookups send: one `$in` of a batch's worth of ids.
+    def find_in(_: int) -> None:
+        assert len(list(db.observations.find({"_id": {"$in": rng.sample(ids, 1000)}}))) == 1000
+
+    count, elapsed = timed(seconds, 200, find_in)
+    out["find with `$in` of 1,000 _ids"] = f"{1000 * elapsed / max(count, 1):.1f} ms each"
 
     same = patients[:50]
     rounds = 20

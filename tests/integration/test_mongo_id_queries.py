@@ -81,3 +81,19 @@ def test_a_guarded_update_applies_only_where_the_guard_holds(
     gone = db.patients.delete_many({"_id": {"$in": ["P1", "P2"]}, "hospital_id": "H1"})
     assert gone.deleted_count == 1
     assert db.patients.find_one({"_id": "P2"}) is not None
+
+
+def test_an_in_of_ids_finds_exactly_those_ids(db: Database[dict[str, Any]]) -> None:
+    # The launcher matches only the other conditions on what the index found (the index lookup
+    # is exact), so the answer must be the same as MongoDB's for every kind of `$in` list.
+    wanted = [f"P{i}" for i in range(0, 50, 3)] + ["P0", "P98", "nobody"]
+    found = [d["_id"] for d in db.patients.find({"_id": {"$in": wanted}})]
+    assert sorted(found) == sorted({f"P{i}" for i in range(0, 50, 3)})
+    assert len(found) == len(set(found))
+    assert list(db.patients.find({"_id": {"$in": []}})) == []
+    db.numbers.insert_many([{"_id": 1, "v": "int"}, {"_id": 2.5, "v": "float"}, {"_id": "1"}])
+    assert sorted(d["v"] for d in db.numbers.find({"_id": {"$in": [1.0, 2.5]}})) == ["float", "int"]
+    assert [d["_id"] for d in db.numbers.find({"_id": {"$in": ["1"]}})] == ["1"]
+    # Not plain values: the whole query is still matched on what was found.
+    assert [d["_id"] for d in db.numbers.find({"_id": {"$in": [1, None]}, "v": "int"})] == [1]
+    assert db.patients.count_documents({"_id": {"$in": ["P1", "P2"], "$ne": "P1"}}) == 1
