@@ -151,6 +151,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+def tail_by_second(
+    events: list[SeenEvent], published: dict[str, float], first_published: float
+) -> str:
+    """Return publish -> stored p99 per second of publishing: where in the run the tail is."""
+    by_second: dict[int, list[float]] = {}
+    for e in events:
+        if e.step == LAST_STEP and e.status == "success" and e.delivery in published:
+            second = int(published[e.delivery] - first_published)
+            by_second.setdefault(second, []).append(e.event_time - published[e.delivery])
+    return "publish -> stored p99 by second of publishing, ms: " + " ".join(
+        f"{1000 * percentile(v, 99):,.0f}" for _, v in sorted(by_second.items())
+    )
+
+
 def latency_line(label: str, seconds: list[float]) -> str:
     ms = [1000 * s for s in seconds]
     if not ms:
@@ -466,6 +480,7 @@ class Bench:
             latency_line("publish -> any chain end visible on Kafka", to_end),
         ]
         first_published = min(published.values())
+        lines.append(tail_by_second(events, published, first_published))
         last_end = max(e.visible_at for e in events if e.delivery in published)
         drained = count / (last_end - first_published)
         lines.append(
