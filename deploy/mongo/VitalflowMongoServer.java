@@ -4,6 +4,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Clock;
 import java.util.Collection;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
 import java.util.Set;
@@ -12,6 +13,7 @@ import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.Supplier;
+import java.util.stream.Stream;
 
 import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
@@ -25,6 +27,7 @@ import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.ArrayFilters;
 import de.bwaldvogel.mongo.backend.CollectionOptions;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.Index;
@@ -33,6 +36,7 @@ import de.bwaldvogel.mongo.backend.KeyValue;
 import de.bwaldvogel.mongo.backend.QueryResult;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.bson.ObjectId;
+import de.bwaldvogel.mongo.oplog.Oplog;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.h2.H2Collection;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
@@ -63,7 +67,8 @@ import io.netty.channel.Channel;
  * <ul>
  * <li>{@link IndexChangesAlone}: index and collection changes never overlap other commands;
  * <li>{@link IdFirstCollection} (H2): a query naming an {@code _id} uses the {@code _id} index
- * whatever else it says;
+ * whatever else it says, what an exact lookup found is not matched on {@code _id} again, and
+ * an update changes a copy of a document, never the one the store holds;
  * <li>{@link BsonDocumentType} (H2): documents stored as BSON, not with Java serialization;
  * <li>{@link IndexKeyType} (H2): unique-index keys compared without serializing them at each
  * step.
@@ -375,6 +380,59 @@ public final class VitalflowMongoServer {
                 }
             }
             return super.queryDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
+        }
+
+        /**
+         * Documents read while this thread runs an update are private copies.
+         *
+         * <p>Why: mongo-java-server 1.47 applies an update to the very {@code Document} the
+         * H2 map holds (removing and putting its keys), and MVStore serialises the pages of
+         * the last commit in a background thread meanwhile: an update that adds or removes a
+         * field (a device's status gaining {@code battery}, say) while the page holding the
+         * previous version is being written threw a ConcurrentModificationException in that
+         * thread, and MVStore then closes the store: every later command failed with "This
+         * store is closed" until a restart (seen in the pipeline benchmark; reproduced by
+         * {@code tests/integration/test_mongo_in_place_updates.py}, 22,296 of 25,396 updates
+         * failed in 30 s). A reply being encoded could meet the same change. With a copy, the
+         * update changes a document no one else sees and puts it in the map as a new value;
+         * what the map held before is never changed again.
+         */
+        private static final ThreadLocal<Boolean> UPDATING = ThreadLocal.withInitial(() -> false);
+
+        @Override
+        public Document updateDocuments(Document selector, Document updateQuery,
+                ArrayFilters arrayFilters, boolean isMulti, boolean isUpsert, Oplog oplog) {
+            return whileUpdating(() -> super.updateDocuments(selector, updateQuery, arrayFilters,
+                    isMulti, isUpsert, oplog));
+        }
+
+        @Override
+        public Document findAndModify(Document query) {
+            return whileUpdating(() -> super.findAndModify(query));
+        }
+
+        private static <T> T whileUpdating(Supplier<T> update) {
+            boolean outer = UPDATING.get();
+            UPDATING.set(true);
+            try {
+                return update.get();
+            } finally {
+                UPDATING.set(outer);
+            }
+        }
+
+        @Override
+        protected QueryResult matchDocumentsFromStream(Document query, Stream<Document> documents,
+                int numberToSkip, int limit, int batchSize, Comparator<Document> comparator,
+                Document fieldSelector) {
+            Stream<Document> found = documents;
+            if (UPDATING.get()) {
+                // Only what matches is copied (a scan reads many more than it updates).
+                found = documents.filter(d -> documentMatchesQuery(d, query))
+                        .map(Document::cloneDeeply);
+            }
+            return super.matchDocumentsFromStream(query, found, numberToSkip, limit, batchSize,
+                    comparator, fieldSelector);
         }
 
         /** Whether the index answers {@code condition} by exact lookups of plain values. */

@@ -23,6 +23,9 @@ own database first. Every run gets its own database, Kafka topics and MQTT sessi
 3. **Baseline** (`--baseline naive`): `naive_listener.py`, a per-message paho callback, over
    the same messages queued the same way, in its own database and topic.
 
+`--flow-env VITALFLOW_NAME=VALUE` (repeatable) sets a setting for every flow run, to measure a
+lever (the source's batch size, say) with everything else equal.
+
 Each phase prints the CPU each process used (the flow, the services found by port, the
 benchmark's own helpers) and, with `--profile`, where the flow spent its time (py-spy).
 
@@ -214,6 +217,7 @@ class Bench:
             # One MQTT partition per worker (a shared subscription), so every worker parses
             # its own share instead of all parsing landing on the worker owning the only one.
             partitions=workers,
+            extra_env=dict(setting.split("=", 1) for setting in args.flow_env),
         )
         self.databases.append(flow.db_name)
         started = time.perf_counter()
@@ -722,7 +726,18 @@ def main() -> None:
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--mongo-url", default="mongodb://127.0.0.1:27017")
     parser.add_argument("--kafka", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--flow-env",
+        action="append",
+        default=[],
+        metavar="VITALFLOW_NAME=VALUE",
+        help="a setting for every flow run (repeatable), e.g. VITALFLOW_MQTT_BATCH_SIZE=250",
+    )
     args = parser.parse_args()
+    for setting in args.flow_env:
+        name, sep, _value = setting.partition("=")
+        if not sep or not name.startswith("VITALFLOW_"):
+            parser.error(f"--flow-env takes VITALFLOW_NAME=VALUE, not {setting!r}")
 
     bench = Bench(args)
     parse_rate = bench_pure_stages(bench.messages)
