@@ -9,6 +9,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
@@ -68,7 +69,8 @@ import io.netty.channel.Channel;
  * <li>{@link IndexChangesAlone}: index and collection changes never overlap other commands;
  * <li>{@link IdFirstCollection} (H2): a query naming an {@code _id} uses the {@code _id} index
  * whatever else it says, what an exact lookup found is not matched on {@code _id} again, and
- * an update changes a copy of a document, never the one the store holds;
+ * an update changes a copy of a document, never the one the store holds, and documents are
+ * stored in the order they came, not by {@code _id};
  * <li>{@link BsonDocumentType} (H2): documents stored as BSON, not with Java serialization;
  * <li>{@link IndexKeyType} (H2): unique-index keys compared without serializing them at each
  * step.
@@ -354,10 +356,46 @@ public final class VitalflowMongoServer {
      */
     static final class IdFirstCollection extends H2Collection {
 
+        private final MVMap<Object, Document> documents;
+
+        /**
+         * Where the next document goes in the data map: documents are stored in the order they
+         * came, and found by {@code _id} through the {@code _id} index, as MongoDB does.
+         *
+         * <p>Why: upstream keys the data map by {@code _id}. The flow's observation ids are
+         * digests, so every insert landed on a random page of the map, and MVStore rewrites
+         * (serialises again) every page that changed at each commit: one insert cost a page's
+         * worth of documents. Measured on a collection of 30,000 observations, batches of
+         * 1,600: 0.40-0.47 ms of the server's CPU per insert with random ids, 0.05-0.06 with
+         * ids in order; with positions in order, any ids cost the latter (README "The store").
+         * Documents an earlier launcher stored stay under their {@code _id} (the index holds
+         * whatever position a document has); new positions start after the largest one in use.
+         */
+        private final AtomicLong nextPosition;
+
         IdFirstCollection(MongoDatabase database, String collectionName, CollectionOptions options,
                 MVMap<Object, Document> dataMap, MVMap<String, Object> metaMap,
                 CursorRegistry cursorRegistry) {
             super(database, collectionName, options, dataMap, metaMap, cursorRegistry);
+            this.documents = dataMap;
+            // H2's key order puts every Long after the types before it and before strings, so
+            // the greatest key up to Long.MAX_VALUE is the last position given, if any.
+            Object last = dataMap.floorKey(Long.MAX_VALUE);
+            this.nextPosition = new AtomicLong(last instanceof Long position ? position + 1 : 0);
+        }
+
+        @Override
+        protected Object addDocumentInternal(Document document) {
+            if (getIdField() == null) {
+                return super.addDocumentInternal(document);
+            }
+            Long position = nextPosition.getAndIncrement();
+            Document previous = documents.putIfAbsent(position, document);
+            if (previous != null) {
+                throw new IllegalStateException("position " + position + " of " + this
+                        + " is taken: not storing over " + previous.get(getIdField()));
+            }
+            return position;
         }
 
         @Override

@@ -1,6 +1,8 @@
 """Benchmark: the MongoDB-wire servers vitalflow could run on, measured the way it uses them.
 
-For each server: insert_many in batches of 500 (~640-byte observation documents), a guarded
+For each server: insert_many in batches of 500 (~640-byte observation documents), 16,000
+more with digest `_id`s as the flow's (with the server's CPU per document, for servers it
+starts: a store keeping documents by `_id` pays for random ids after the call), a guarded
 `update_one` on a nested `measured_at` (`$lt`) as the latest-vitals write does it,
 `update_one` by `_id`, 4 clients updating at once, `find_one` by `_id` over ~24,500
 documents, a `find` of 1,000 `_id`s by `$in` (the flow's batched lookups), 4 clients
@@ -24,6 +26,7 @@ can wedge FerretDB until it is restarted.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import signal
@@ -141,7 +144,15 @@ def guarded_filter(patient: str, at: datetime) -> Doc:
     }
 
 
-def bench(url: str, args: argparse.Namespace) -> dict[str, str]:
+def process_cpu(pid: int | None) -> float:
+    """Return the CPU seconds process `pid` has used so far (0 when unknown)."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench(url: str, args: argparse.Namespace, pid: int | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     name = f"vf_bench_{uuid.uuid4().hex[:8]}"
     main = client(url, args.timeout)
@@ -152,6 +163,22 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, str]:
     for first in range(0, args.docs, 500):
         db.observations.insert_many([observation(n) for n in range(first, first + 500)])
     out["insert_many (batches of 500)"] = rate(args.docs, time.perf_counter() - started, " docs/s")
+
+    # The flow's observation ids are digests: each insert lands anywhere in an `_id` order.
+    # The server's CPU shows what a store that keeps documents by `_id` pays for it later
+    # (MVStore rewrites each changed page at its next commit), which the call's time does not.
+    digests = [observation(args.docs + n) for n in range(16000)]
+    for n, doc in enumerate(digests):
+        doc["_id"] = hashlib.sha256(doc["_id"].encode()).hexdigest() + f":{n % 3}"
+    cpu_before, started = process_cpu(pid), time.perf_counter()
+    for first in range(0, len(digests), 1600):
+        db.observations.insert_many(digests[first : first + 1600], ordered=False)
+    elapsed = time.perf_counter() - started
+    time.sleep(1.0)  # one commit interval and more: the rewrite of the pages it changed
+    cpu = process_cpu(pid) - cpu_before
+    out[f"insert_many of digest _ids after {args.docs:,} (batches of 1,600)"] = rate(
+        len(digests), elapsed, " docs/s"
+    ) + (f", server CPU {1000 * cpu / len(digests):.3f} ms/doc" if pid else "")
 
     patients = [f"patient-{i:04d}" for i in range(args.patients)]
     db.patients.insert_many([{"_id": p, "hospital_id": "h1", "last_vitals": {}} for p in patients])
@@ -313,7 +340,8 @@ def main() -> None:
             print(f"measuring {what} ...", file=sys.stderr)
             server.start()
             try:
-                results[what] = bench(server.url, args)
+                assert server.process is not None
+                results[what] = bench(server.url, args, server.process.pid)
             finally:
                 server.stop()
 
