@@ -4,8 +4,8 @@ For each server: insert_many in batches of 500 (~640-byte observation documents)
 more with digest `_id`s as the flow's (with the server's CPU per document, for servers it
 starts: a store keeping documents by `_id` pays for random ids after the call), a guarded
 `update_one` on a nested `measured_at` (`$lt`) as the latest-vitals write does it,
-`update_one` by `_id`, 4 clients updating at once, `find_one` by `_id` over ~24,500
-documents, a `find` of 1,000 `_id`s by `$in` (the flow's batched lookups), 4 clients
+`update_one` by `_id`, 4 clients updating at once, `find_one` by `_id` over all of them
+(~40,500), a `find` of 1,000 `_id`s by `$in` (the flow's batched lookups), 4 clients
 `$set`-ing different fields of the same 50 documents (20 rounds; fields
 lost = updates acknowledged but not in the document), one `bulk_write` of 500 updates
 and one of a guarded `$set` per patient (the last_vitals write of a batch), with a socket
@@ -43,7 +43,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+import psutil
 from private_mongo import REPO, PrivateMongoServer, free_port
+from process_cpu import cpu_seconds
 from pymongo import MongoClient, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -144,14 +146,6 @@ def guarded_filter(patient: str, at: datetime) -> Doc:
     }
 
 
-def process_cpu(pid: int | None) -> float:
-    """Return the CPU seconds process `pid` has used so far (0 when unknown)."""
-    if not pid:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench(url: str, args: argparse.Namespace, pid: int | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     name = f"vf_bench_{uuid.uuid4().hex[:8]}"
@@ -170,12 +164,13 @@ def bench(url: str, args: argparse.Namespace, pid: int | None = None) -> dict[st
     digests = [observation(args.docs + n) for n in range(16000)]
     for n, doc in enumerate(digests):
         doc["_id"] = hashlib.sha256(doc["_id"].encode()).hexdigest() + f":{n % 3}"
-    cpu_before, started = process_cpu(pid), time.perf_counter()
+    server = psutil.Process(pid) if pid else None
+    cpu_before, started = cpu_seconds(server) if server else 0.0, time.perf_counter()
     for first in range(0, len(digests), 1600):
         db.observations.insert_many(digests[first : first + 1600], ordered=False)
     elapsed = time.perf_counter() - started
     time.sleep(1.0)  # one commit interval and more: the rewrite of the pages it changed
-    cpu = process_cpu(pid) - cpu_before
+    cpu = cpu_seconds(server) - cpu_before if server else 0.0
     out[f"insert_many of digest _ids after {args.docs:,} (batches of 1,600)"] = rate(
         len(digests), elapsed, " docs/s"
     ) + (f", server CPU {1000 * cpu / len(digests):.3f} ms/doc" if pid else "")

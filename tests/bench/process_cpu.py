@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["CpuMeter", "Profile", "service_processes"]
+__all__ = ["CpuMeter", "Profile", "cpu_seconds", "service_processes"]
 
 _ROOT = f"{Path(__file__).resolve().parents[2]}/"
 SERVICE_PORTS = {"mosquitto": 1883, "kafka": 9092, "mongo-wire": 27017}
@@ -38,7 +38,8 @@ def service_processes() -> dict[str, psutil.Process]:
     return found
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
+def cpu_seconds(process: psutil.Process) -> float:
+    """Return the CPU seconds `process` itself has used so far (0 once it is gone)."""
     try:
         # Own time only: the benchmark's children (flow, watcher, py-spy) have lines of their own.
         times = process.cpu_times()
@@ -65,7 +66,7 @@ class CpuMeter:
             return
         self.processes[name] = psutil.Process(pid)
         if self._started and not from_zero:
-            self._before[name] = _cpu_seconds(self.processes[name])
+            self._before[name] = cpu_seconds(self.processes[name])
         elif from_zero:
             self._before[name] = 0.0
 
@@ -73,13 +74,13 @@ class CpuMeter:
         self._started = time.perf_counter()
         self._machine_before = psutil.cpu_times()
         for name, process in self.processes.items():
-            self._before.setdefault(name, _cpu_seconds(process))
+            self._before.setdefault(name, cpu_seconds(process))
 
     def stop(self) -> None:
         """Read every process's CPU now: call it before the processes of the run end."""
         self.elapsed = time.perf_counter() - self._started
         for name, process in self.processes.items():
-            self._after[name] = _cpu_seconds(process)
+            self._after[name] = cpu_seconds(process)
         after = psutil.cpu_times()
         before = self._machine_before
         assert before is not None
