@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pipeline_harness import FlowUnderTest
+from private_mongo import PrivateMongoServer
 
 
 @pytest.fixture
@@ -21,3 +22,15 @@ def flow(services, unique_id: str, tmp_path: Path) -> Iterator[FlowUnderTest]:  
     )
     yield under_test
     under_test.stop()
+
+
+@pytest.fixture
+def private_mongo(tmp_path: Path) -> Iterator[PrivateMongoServer]:
+    """A MongoDB-wire server of the test's own (the launcher of `deploy/mongo`), stopped after.
+
+    For tests that stop, freeze or wreck a server: the shared one stays out of it.
+    """
+    server = PrivateMongoServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

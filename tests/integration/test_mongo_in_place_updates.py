@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,15 +29,10 @@ DOCUMENTS = 200
 FIELDS = 7
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateMongoServer]:
-    mongo = PrivateMongoServer(tmp_path)
-    mongo.start()
-    yield mongo
-    mongo.stop()
-
-
-def test_updates_adding_and_removing_fields_all_succeed(server: PrivateMongoServer) -> None:
+def test_updates_adding_and_removing_fields_all_succeed(
+    private_mongo: PrivateMongoServer,
+) -> None:
+    server = private_mongo
     client: MongoClient[dict[str, Any]] = MongoClient(server.url, tz_aware=True)
     collection = client.vf_test_in_place.device_status
     collection.insert_many([{"_id": f"D{i}", "pad": "x" * 2000} for i in range(DOCUMENTS)])

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pipeline_harness import (
@@ -27,18 +25,10 @@ from private_mongo import PrivateMongoServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[PrivateMongoServer]:
-    server = PrivateMongoServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_a_database_outage_mid_stream_loses_nothing_and_fails_nothing(
-    store: PrivateMongoServer, flow: FlowUnderTest
+    private_mongo: PrivateMongoServer, flow: FlowUnderTest
 ) -> None:
-    flow.mongo_url = store.url
+    flow.mongo_url = private_mongo.url
     db = flow.db
     register_bp_patient(db, "outage-patient")
     flow.prepare_session()
@@ -46,11 +36,11 @@ def test_a_database_outage_mid_stream_loses_nothing_and_fails_nothing(
     publish(flow.mqtt_url, [bp_message(n) for n in range(40)])
     wait_for(lambda: db.observations.count_documents({}) >= 80, 60, flow, "the first 40")
 
-    store.stop()
+    private_mongo.stop()
     publish(flow.mqtt_url, [bp_message(n) for n in range(40, 100)])
     time.sleep(8)  # the flow tries, waits and retries meanwhile
     flow.assert_running()
-    store.start()
+    private_mongo.start()
 
     wait_for(lambda: db.observations.count_documents({}) >= 200, 120, flow, "all 100")
     time.sleep(2)
@@ -65,11 +55,11 @@ def test_a_database_outage_mid_stream_loses_nothing_and_fails_nothing(
 
 
 def test_a_store_that_stops_answering_is_reported_while_it_hangs_and_nothing_is_lost(
-    store: PrivateMongoServer, flow: FlowUnderTest
+    private_mongo: PrivateMongoServer, flow: FlowUnderTest
 ) -> None:
     # SIGSTOP keeps the server's sockets open but answers nothing: the way a wedged server
     # looks to a client. The flow must say so while it waits, then carry on.
-    flow.mongo_url = store.url
+    flow.mongo_url = private_mongo.url
     flow.extra_env["VITALFLOW_MONGO_TIMEOUT_SECONDS"] = "8"
     db = flow.db
     register_bp_patient(db, "hung-patient")
@@ -78,20 +68,20 @@ def test_a_store_that_stops_answering_is_reported_while_it_hangs_and_nothing_is_
     publish(flow.mqtt_url, [bp_message(n) for n in range(20)])
     wait_for(lambda: db.observations.count_documents({}) >= 40, 60, flow, "the first 20")
 
-    assert store.process is not None
-    store.process.send_signal(signal.SIGSTOP)
+    assert private_mongo.process is not None
+    private_mongo.process.send_signal(signal.SIGSTOP)
     try:
         publish(flow.mqtt_url, [bp_message(n) for n in range(20, 60)])
         wait_for(lambda: "still waiting after" in flow.logs(), 30, flow, "a hung-call warning")
         flow.assert_running()
     finally:
-        store.process.send_signal(signal.SIGCONT)
+        private_mongo.process.send_signal(signal.SIGCONT)
 
     wait_for(lambda: db.observations.count_documents({}) >= 120, 120, flow, "all 60")
     time.sleep(2)
     assert db.observations.count_documents({}) == 120
     logs = flow.logs()
     warning = next(line for line in logs.splitlines() if "still waiting after" in line)
-    assert f"127.0.0.1:{store.port}" in warning, warning
+    assert f"127.0.0.1:{private_mongo.port}" in warning, warning
     events = read_topic(flow.kafka_bootstrap, flow.steps_topic)
     assert [e["data"]["step"] for e in events if e["data"]["status"] == "error"] == []
