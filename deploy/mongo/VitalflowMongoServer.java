@@ -102,6 +102,15 @@ public final class VitalflowMongoServer {
     }
 
     public static void main(String[] args) throws Exception {
+        // Before any Netty class loads (they read these once). Every BSON byte the server
+        // writes, to clients and to the store, goes through ByteBuf.writeByte, and these
+        // checks made each write re-read the buffer's reference count and capacity: in a JFR
+        // profile of the pipeline benchmark the two were the top self frames, ~23 % of the
+        // server's samples. They guard against misuse of released or pooled buffers, which
+        // mongo-java-server's code paths, tested upstream, do not rely on. Set only when the
+        // operator has not chosen otherwise (-D on the command line wins).
+        System.getProperties().putIfAbsent("io.netty.buffer.checkAccessible", "false");
+        System.getProperties().putIfAbsent("io.netty.buffer.checkBounds", "false");
         String listen = "127.0.0.1:27017";
         String data = null;
         String backendName = "h2";
@@ -579,8 +588,15 @@ public final class VitalflowMongoServer {
 
         static final IndexKeyType INSTANCE = new IndexKeyType();
 
-        /** Bound on remembered keys: past it the memory is dropped and refilled as used. */
-        private static final int REMEMBERED = 50_000;
+        /**
+         * Bound on remembered keys: past it the memory is dropped and refilled as used. Pages
+         * are written with every key they hold, so this is sized for a few hundred thousand
+         * readings' keys (~100 bytes each, the heap is 1.5 GB).
+         */
+        private static final int REMEMBERED = 200_000;
+
+        /** H2's ObjectDataType tag of a Java-serialized value (TYPE_SERIALIZED_OBJECT). */
+        private static final int SERIALIZED_OBJECT = 19;
 
         private final ObjectDataType h2 = new ObjectDataType();
         private final ConcurrentHashMap<KeyValue, byte[]> serialized = new ConcurrentHashMap<>();
@@ -661,12 +677,24 @@ public final class VitalflowMongoServer {
 
         @Override
         public void write(WriteBuffer buffer, Object key) {
-            h2.write(buffer, key);
+            if (key instanceof KeyValue kv && plain(kv)) {
+                // H2's SerializedObjectType writes exactly this (type 19, length, the Java
+                // serialization); the bytes are the remembered ones, so a page's keys are not
+                // serialized again each time MVStore rewrites the page (every commit that
+                // changed it): that was ~14 % of the server's samples in the benchmark.
+                byte[] data = bytes(kv);
+                buffer.put((byte) SERIALIZED_OBJECT).putVarInt(data.length).put(data);
+            } else {
+                h2.write(buffer, key);
+            }
         }
 
         @Override
         public void write(WriteBuffer buffer, Object storage, int len) {
-            h2.write(buffer, storage, len);
+            Object[] keys = (Object[]) storage;
+            for (int i = 0; i < len; i++) {
+                write(buffer, keys[i]);
+            }
         }
 
         @Override
