@@ -63,11 +63,74 @@ def is_personal_key(key: object) -> bool:
     return folded in PERSONAL_KEYS or folded.startswith(_PERSONAL_PREFIXES)
 
 
+# Payloads repeat the same few dozen keys, and casefolding each one cost more than the rest of
+# the copy. A hostile stream can send endless distinct (or huge) keys, so the memo holds only
+# short keys and starts over when full rather than growing.
+_MEMO_LIMIT = 4096
+_MEMO_KEY_CHARS = 64
+_personal_memo: dict[str, bool] = {}
+
+
+def _is_personal_str(key: str) -> bool:
+    """`is_personal_key` of an exact `str`, remembered while the memo has room."""
+    personal = is_personal_key(key)
+    if len(key) <= _MEMO_KEY_CHARS:
+        if len(_personal_memo) >= _MEMO_LIMIT:
+            _personal_memo.clear()
+        _personal_memo[key] = personal
+    return personal
+
+
+# Kept as they are, by both walks; subclasses of them are too, but only by the iterative walk.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Real payloads nest four levels deep; past this many levels the recursive copy hands the
+# rest to the iterative walk, so no payload can overflow the stack.
+_RECURSION_BUDGET = 48
+
+
 def redact(obj: Any) -> Any:
     """Return a deep copy of `obj` with the values of personal keys replaced by `[redacted]`.
 
-    Tuples come back as lists, as they would through JSON. Iterative rather than recursive:
-    a hostile payload nested a thousand levels deep must not overflow the stack of the stage
+    Tuples come back as lists, as they would through JSON, and dict subclasses as dicts.
+    """
+    return _copy(obj, _RECURSION_BUDGET)
+
+
+def _copy(obj: Any, budget: int) -> Any:
+    # A recursive copy of exact dicts, lists and tuples is several times faster than the
+    # iterative walk; anything else, and whatever lies deeper than `budget`, goes to the walk,
+    # which gives the same result.
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if budget <= 0:
+        return _walk(obj)
+    if kind is dict:
+        copied: dict[Any, Any] = {}
+        memo = _personal_memo
+        for key, value in obj.items():
+            if type(key) is str:
+                personal = memo.get(key)
+                if personal is None:
+                    personal = _is_personal_str(key)
+            else:
+                personal = is_personal_key(key)
+            if personal:
+                copied[key] = REDACTED
+            elif type(value) in _SCALARS:
+                copied[key] = value
+            else:
+                copied[key] = _copy(value, budget - 1)
+        return copied
+    if kind is list or kind is tuple:
+        return [value if type(value) in _SCALARS else _copy(value, budget - 1) for value in obj]
+    return _walk(obj)
+
+
+def _walk(obj: Any) -> Any:
+    """Return `redact(obj)`, without recursion.
+
+    A hostile payload nested a thousand levels deep must not overflow the stack of the stage
     that reports it.
     """
     root: list[Any] = [None]
@@ -79,7 +142,10 @@ def redact(obj: Any) -> Any:
             copied: dict[Any, Any] = {}
             target[slot] = copied
             for key, value in source.items():
-                if is_personal_key(key):
+                personal = _personal_memo.get(key) if type(key) is str else None
+                if personal is None:
+                    personal = _is_personal_str(key) if type(key) is str else is_personal_key(key)
+                if personal:
                     copied[key] = REDACTED
                 else:
                     copied[key] = None

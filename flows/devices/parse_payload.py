@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -93,16 +93,26 @@ def _finite_float(text: str) -> float:
     return number
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _too_deep(obj: object, limit: int) -> bool:
     """Return True when `obj` nests containers more than `limit` levels deep."""
-    pending: list[tuple[object, int]] = [(obj, 1)]
-    while pending:
-        node, depth = pending.pop()
-        if isinstance(node, dict | list):
-            if depth > limit:
-                return True
-            children = node.values() if isinstance(node, dict) else node
-            pending.extend((child, depth + 1) for child in children)
+    # Recursive, and a few times faster than a walk with its own stack: the recursion ends
+    # after `limit` levels whatever the payload, and `limit` is `MAX_DEPTH`.
+    if isinstance(obj, dict):
+        children: Iterable[object] = obj.values()
+    elif isinstance(obj, list):
+        children = obj
+    else:
+        return False
+    if limit < 1:
+        return True
+    for child in children:
+        if type(child) in _JSON_SCALARS:
+            continue
+        if isinstance(child, dict | list) and _too_deep(child, limit - 1):
+            return True
     return False
 
 
