@@ -19,7 +19,7 @@ its own; a replay numbers on from the delivery it replays, even after the TTL.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulLogic
@@ -79,7 +79,7 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
                 del self.seen[next(iter(self.seen))]
         else:
             self.seen[message_id] = (first_seen, number, stored or will_store)
-        return [replace(value, delivery_number=number)], False
+        return [value.replace(delivery_number=number)], False
 
     @override
     def on_notify(self) -> tuple[list[Envelope], bool]:
@@ -140,8 +140,7 @@ def _as_duplicate(envelope: Envelope, count: int) -> Envelope:
         reason=DUPLICATE,
         processed_data={"delivery": count},
     )
-    return replace(
-        envelope,
+    return envelope.replace(
         outcomes=[received, skipped],
         parsed=None,
         patient_id=None,

@@ -6,7 +6,6 @@ the same message again (a redelivery, a replay, a restart) can never double a re
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from flows.codes_and_flags import enrich_reading
@@ -48,4 +47,4 @@ def enrich_envelope(envelope: Envelope, thresholds: Thresholds) -> Envelope:
                 **clinical,
             }
         )
-    return replace(envelope, observations=documents)
+    return envelope.replace(observations=documents)

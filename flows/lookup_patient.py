@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,8 +124,7 @@ class PatientLookup:
                         "hospital_id": hospital_id,
                     },
                 )
-                return replace(
-                    envelope,
+                return envelope.replace(
                     patient_id=patient_id,
                     hospital_id=hospital_id,
                     outcomes=[*envelope.outcomes, outcome],
@@ -145,7 +143,7 @@ class PatientLookup:
             error_message=msg,
             processed_data={"tried_keys": masked},
         )
-        return replace(envelope, outcomes=[*envelope.outcomes, outcome])
+        return envelope.replace(outcomes=[*envelope.outcomes, outcome])
 
 
 def _device_patient(doc: dict[str, Any]) -> str | None:

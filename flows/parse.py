@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,8 +73,7 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
         processed_data=summary,
         reason=reason,
     )
-    return replace(
-        envelope,
+    return envelope.replace(
         device_type=parsed.device_type,
         device_id=parsed.device_id,
         payload=parsed.payload,
@@ -88,8 +86,7 @@ def _failed(envelope: Envelope, outcome: StepOutcome) -> Envelope:
     """End the chain at step 2, naming the device as far as the raw bytes allow."""
     delivery = envelope.delivery
     device_type, device_id = identify(delivery.topic, delivery.payload)
-    return replace(
-        envelope,
+    return envelope.replace(
         device_type=device_type,
         device_id=device_id,
         payload=_redacted_or_empty(delivery.payload),

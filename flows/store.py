@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -195,7 +194,7 @@ def _record(
                 at=now,
                 processed_data=summary(position, envelope),
             )
-        result.append(replace(envelope, outcomes=[*envelope.outcomes, outcome]))
+        result.append(envelope.replace(outcomes=[*envelope.outcomes, outcome]))
     return result
 
 
