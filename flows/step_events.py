@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from flows.flow_metrics import STEP_OUTCOMES
 from flows.model import Envelope, StepOutcome, StepStatus
@@ -34,9 +35,29 @@ _MAX_TEXT_CHARS = 1024
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
+# The outcomes of a message, and of a whole batch of messages, share datetime objects (the
+# store stamps a batch with one `now`): over the simulator's mix 39% of the calls are for an
+# object among the last 32. Keyed by identity, and each object held while remembered so that
+# its id cannot be reused; cleared when full rather than grown.
+_TIMESTAMP_MEMO_LIMIT = 32
+_timestamp_memo: dict[int, tuple[datetime, str]] = {}
+# `labels()` takes a lock and builds its key each call; the child it returns for the same
+# labels is the same object every time (nothing clears the metric). Steps, statuses and
+# device types are fixed sets: the limit only keeps a change to that from growing the cache.
+_OUTCOME_COUNTERS_LIMIT = 256
+_outcome_counters: dict[tuple[str, str, str], Counter] = {}
+
+
 def isoformat_z(moment: datetime) -> str:
     """Return an RFC 3339 UTC timestamp with milliseconds, as CloudEvents consumers expect."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    remembered = _timestamp_memo.get(id(moment))
+    if remembered is not None and remembered[0] is moment:
+        return remembered[1]
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if len(_timestamp_memo) >= _TIMESTAMP_MEMO_LIMIT:
+        _timestamp_memo.clear()
+    _timestamp_memo[id(moment)] = (moment, text)
+    return text
 
 
 def event_id(envelope: Envelope, outcome: StepOutcome) -> str:
@@ -87,8 +108,18 @@ def step_events(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     """Return `(key, (key, event JSON))` for each outcome, in step order, for the Kafka sink."""
     key = envelope.device_id
     for o in envelope.outcomes:
-        STEP_OUTCOMES.labels(str(o.step), str(o.status), str(envelope.device_type)).inc()
+        _count_outcome(o.step, o.status, envelope.device_type)
     return [(key, (key, _encode(to_cloudevent(envelope, o)))) for o in envelope.outcomes]
+
+
+def _count_outcome(step: str, status: str, device_type: str) -> None:
+    labels = (step, status, device_type)
+    counter = _outcome_counters.get(labels)
+    if counter is None:
+        counter = STEP_OUTCOMES.labels(str(step), str(status), str(device_type))
+        if len(_outcome_counters) < _OUTCOME_COUNTERS_LIMIT:
+            _outcome_counters[labels] = counter
+    counter.inc()
 
 
 def _dumps(event: dict[str, Any]) -> bytes:
