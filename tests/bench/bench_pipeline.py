@@ -437,16 +437,18 @@ class Bench:
             )
         )
 
-    def latency_run(self, epoch: float, rate: float) -> None:
+    def latency_run(self, epoch: float, rate: float, workers: int = 1) -> None:
         count = min(len(self.messages), max(1, int(rate * self.args.rate_seconds)))
         messages = self.messages[:count]
-        name = f"latency at {rate:g} msg/s, epoch {epoch} s"
+        name = f"latency at {rate:g} msg/s, epoch {epoch} s" + (
+            f", {workers} workers" if workers > 1 else ""
+        )
         print(f"\n== vitalflow {name}: {count} messages over ~{count / rate:.0f} s ==")
-        flow = self.new_flow(epoch)
+        flow = self.new_flow(epoch, workers)
         watcher = self.watch(flow, messages)
         meter = self.meter()
         meter.add("step watcher (Kafka consumer)", watcher.pid)
-        profile = self.new_profile(f"flow-rate-{rate:g}-{epoch}")
+        profile = self.new_profile(f"flow-rate-{rate:g}-{epoch}-w{workers}")
         published: dict[str, float] = {}
         try:
             flow.start()
@@ -744,7 +746,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[1],
-        help="throughput runs of one process with N Bytewax workers (threads), N MQTT partitions",
+        help="runs of one process with N Bytewax workers (threads), N MQTT partitions",
     )
     parser.add_argument("--baseline", choices=["naive"], help="also run the naive listener")
     parser.add_argument(
@@ -784,7 +786,8 @@ def main() -> None:
                         bench.cluster_throughput_run(epoch, processes)
         for epoch in args.epoch_interval:
             for rate in args.rate:
-                bench.latency_run(epoch, rate)
+                for workers in args.workers:
+                    bench.latency_run(epoch, rate, workers)
         if args.baseline == "naive":
             bench.naive_run()
         bench.summary()
