@@ -43,6 +43,7 @@ from flows.receive import receive
 from flows.settings import Settings
 from flows.step_events import step_events
 from flows.store import ObservationStore
+from flows.store_pipeline import PipelinedStore, WorkerKey
 from flows.thresholds import Thresholds
 from sinks.kafka_writer import CLOUDEVENTS_JSON, PLAIN_JSON
 from sinks.mongo_database import open_database
@@ -70,6 +71,16 @@ def build_flow(
     sinks and the MongoDB connection, for tests that run the whole flow in process. Setting
     `stop` ends the MQTT source, and with it the flow, cleanly (`flows.stopping`).
     """
+    # The store's writes overlap the next batch only where a crash cannot lose what that
+    # holds over an epoch's end (its recovery snapshot), and only on a MongoDB server: the
+    # demo's embedded store, and what tests pass as `database`, are not made for a writer on
+    # a thread of its own beside the lookups. `flows.store_pipeline` says why it is safe.
+    overlap = (
+        settings.store_overlap
+        and settings.recovery_dir is not None
+        and database is None
+        and not settings.mongo_url.startswith("montydb://")
+    )
     if database is None:
         database = partial(
             open_database,
@@ -104,10 +115,17 @@ def build_flow(
         op.key_rm("unkey", unique),
         partial(enrich_envelope, thresholds=Thresholds.load(settings.thresholds_file)),
     )
-    # No re-keying before the store: every message of a device is already on one worker (the
-    # de-dup step is keyed by device), and the writes that can meet across workers, a
-    # patient's `last_vitals`, are conditional statements the server applies atomically.
-    stored = op.flat_map_batch("store", enriched, ObservationStore(database))
+    # The store keeps every message on the worker it is on: a device's messages are already
+    # on one worker (the de-dup step is keyed by device), the overlapped store's one key per
+    # worker routes to that worker (`flows.store_pipeline`), and the writes that can meet
+    # across workers, a patient's `last_vitals`, are conditional statements the server
+    # applies atomically.
+    if overlap:
+        keyed = op.key_on("store_key", enriched, WorkerKey())
+        writes = PipelinedStore(partial(ObservationStore, database))
+        stored = op.key_rm("store_unkey", op.stateful_batch("store", keyed, writes))
+    else:
+        stored = op.flat_map_batch("store", enriched, ObservationStore(database))
 
     events = op.flat_map("step_events", stored, step_events)
     op.output("steps_out", events, steps_sink or _record_sink(settings, settings.steps_topic))
@@ -119,8 +137,12 @@ def build_flow(
 
 
 def flow() -> Dataflow:
-    """Bytewax's runner entry point: the flow configured by the environment and `.env`."""
-    return build_flow(Settings())
+    """Bytewax's runner entry point: the flow configured by the environment and `.env`.
+
+    The store does not overlap the next batch here: the runner's own flags decide whether
+    recovery is on, and without it what the overlap holds over an epoch's end is not safe.
+    """
+    return build_flow(Settings().model_copy(update={"store_overlap": False}))
 
 
 def _record_sink(settings: Settings, topic: str) -> RecordSink:

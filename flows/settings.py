@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     # (None: this cluster's workers at first start). Process 0 creates them (`vitalflow run`).
     recovery_partitions: int | None = Field(default=None, ge=1)
     epoch_interval_seconds: float = Field(default=1.0, gt=0)
+    # Write each batch while the next is parsed (`flows.store_pipeline`); only with recovery.
+    store_overlap: bool = True
     workers: int = Field(default=1, ge=1)
     # One process of a Bytewax cluster: its index and every process's `host:port`, `;`-separated.
     process_id: int | None = Field(default=None, ge=0)

