@@ -27,7 +27,11 @@ __all__ = ["ObservationStore", "device_status_update"]
 
 
 class ObservationStore:
-    """The `flat_map_batch` mapper of stages 4 and 5."""
+    """The writes of stages 4 and 5 for a batch.
+
+    A `flat_map_batch` mapper, or the writer `flows.store_pipeline` runs on a thread of its
+    own, one per worker.
+    """
 
     def __init__(self, database: Callable[[], Database[dict[str, Any]]]) -> None:
         self._open = database
