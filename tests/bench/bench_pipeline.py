@@ -147,6 +147,29 @@ def bench_pure_stages(messages: list[SimulatedMessage]) -> str:
     return f"{rate:,.0f} msg/s"
 
 
+# Past this, the local Mosquitto holds many queued messages for sessions nobody reads.
+STALE_BROKER_BYTES = 16 * 1024 * 1024
+
+
+def warn_of_stale_sessions() -> None:
+    """Say so when the local Mosquitto's saved database is large: the figures would suffer.
+
+    A flow or benchmark killed before it forgot its persistent session leaves Mosquitto
+    queueing every later device message for it, and Mosquitto saves its whole database every
+    5 s; at 180 MB each save stalled delivery for up to a second and publish -> stored p99 at
+    1,000 msg/s went past 1 s (2026-12-03).
+    """
+    default = Path(__file__).resolve().parents[2] / "deploy/local/.run"
+    run_dir = Path(os.environ.get("VITALFLOW_LOCAL_RUN_DIR", default))
+    saved = run_dir / "mosquitto/data/mosquitto.db"
+    if saved.exists() and saved.stat().st_size > STALE_BROKER_BYTES:
+        print(
+            f"WARNING: {saved} is {saved.stat().st_size / 2**20:.0f} MiB: stale MQTT sessions "
+            "queue device messages and Mosquitto's saves stall it; for comparable figures "
+            "run on purged services (deploy/local/down --purge && deploy/local/up)"
+        )
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -772,6 +795,7 @@ def main() -> None:
         if not sep or not name.startswith("VITALFLOW_"):
             parser.error(f"--flow-env takes VITALFLOW_NAME=VALUE, not {setting!r}")
 
+    warn_of_stale_sessions()
     bench = Bench(args)
     parse_rate = bench_pure_stages(bench.messages)
     bench.results.append(RunResult("parse + enrich in-process (one thread)", {"": parse_rate}))
