@@ -15,7 +15,7 @@ import copy
 import re
 from typing import Any
 
-__all__ = ["PERSONAL_KEYS", "REDACTED", "is_personal_key", "redact", "safe_label"]
+__all__ = ["JSON_SCALARS", "PERSONAL_KEYS", "REDACTED", "is_personal_key", "redact", "safe_label"]
 
 REDACTED = "[redacted]"
 
@@ -71,8 +71,13 @@ _MEMO_KEY_CHARS = 64
 _personal_memo: dict[str, bool] = {}
 
 
-def _is_personal_str(key: str) -> bool:
-    """`is_personal_key` of an exact `str`, remembered while the memo has room."""
+def _personal(key: object) -> bool:
+    """`is_personal_key`, remembered for exact `str` keys while the memo has room."""
+    if type(key) is not str:
+        return is_personal_key(key)
+    known = _personal_memo.get(key)
+    if known is not None:
+        return known
     personal = is_personal_key(key)
     if len(key) <= _MEMO_KEY_CHARS:
         if len(_personal_memo) >= _MEMO_LIMIT:
@@ -81,8 +86,9 @@ def _is_personal_str(key: str) -> bool:
     return personal
 
 
-# Kept as they are, by both walks; subclasses of them are too, but only by the iterative walk.
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+# The exact types of JSON's scalars: kept as they are by both walks (subclasses of them are
+# too, but only by the iterative walk).
+JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 # Real payloads nest four levels deep; past this many levels the recursive copy hands the
 # rest to the iterative walk, so no payload can overflow the stack.
 _RECURSION_BUDGET = 48
@@ -101,7 +107,7 @@ def _copy(obj: Any, budget: int) -> Any:
     # iterative walk; anything else, and whatever lies deeper than `budget`, goes to the walk,
     # which gives the same result.
     kind = type(obj)
-    if kind in _SCALARS:
+    if kind in JSON_SCALARS:
         return obj
     if budget <= 0:
         return _walk(obj)
@@ -109,21 +115,19 @@ def _copy(obj: Any, budget: int) -> Any:
         copied: dict[Any, Any] = {}
         memo = _personal_memo
         for key, value in obj.items():
-            if type(key) is str:
-                personal = memo.get(key)
-                if personal is None:
-                    personal = _is_personal_str(key)
-            else:
-                personal = is_personal_key(key)
+            # The memo's hit inline (the common case, once per key of every payload).
+            personal = memo.get(key) if type(key) is str else None
+            if personal is None:
+                personal = _personal(key)
             if personal:
                 copied[key] = REDACTED
-            elif type(value) in _SCALARS:
+            elif type(value) in JSON_SCALARS:
                 copied[key] = value
             else:
                 copied[key] = _copy(value, budget - 1)
         return copied
     if kind is list or kind is tuple:
-        return [value if type(value) in _SCALARS else _copy(value, budget - 1) for value in obj]
+        return [value if type(value) in JSON_SCALARS else _copy(value, budget - 1) for value in obj]
     return _walk(obj)
 
 
@@ -142,10 +146,7 @@ def _walk(obj: Any) -> Any:
             copied: dict[Any, Any] = {}
             target[slot] = copied
             for key, value in source.items():
-                personal = _personal_memo.get(key) if type(key) is str else None
-                if personal is None:
-                    personal = _is_personal_str(key) if type(key) is str else is_personal_key(key)
-                if personal:
+                if _personal(key):
                     copied[key] = REDACTED
                 else:
                     copied[key] = None

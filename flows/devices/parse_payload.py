@@ -29,7 +29,7 @@ from flows.devices import ava4, kati, qube
 from flows.devices.gateway import UNKNOWN
 from flows.devices.outcomes import NOT_DEVICE_DATA, NOTHING_TO_STORE
 from flows.model import ParsedMessage, ParseError
-from flows.redact import redact, safe_label
+from flows.redact import JSON_SCALARS, redact, safe_label
 
 __all__ = [
     "FAMILIES",
@@ -93,9 +93,6 @@ def _finite_float(text: str) -> float:
     return number
 
 
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
 def _too_deep(obj: object, limit: int) -> bool:
     """Return True when `obj` nests containers more than `limit` levels deep."""
     # Recursive, and a few times faster than a walk with its own stack: the recursion ends
@@ -109,7 +106,7 @@ def _too_deep(obj: object, limit: int) -> bool:
     if limit < 1:
         return True
     for child in children:
-        if type(child) in _JSON_SCALARS:
+        if type(child) in JSON_SCALARS:
             continue
         if isinstance(child, dict | list) and _too_deep(child, limit - 1):
             return True
