@@ -93,11 +93,13 @@ class RawPublisher:
             pending += chunk
             ids = []
             # Only PUBACKs come back on a connection that subscribes to nothing: 4 bytes each.
-            while len(pending) >= 4:
-                if pending[0] != _PUBACK or pending[1] != 2:
+            # Read with an offset and cut once: a chunk can hold thousands of them.
+            whole = len(pending) - len(pending) % 4
+            for offset in range(0, whole, 4):
+                if pending[offset] != _PUBACK or pending[offset + 1] != 2:
                     return
-                ids.append(struct.unpack_from("!H", pending, 2)[0])
-                pending = pending[4:]
+                ids.append(struct.unpack_from("!H", pending, offset + 2)[0])
+            pending = pending[whole:]
             with self._acked:
                 self._unacked.difference_update(ids)
                 self.acked += len(ids)
