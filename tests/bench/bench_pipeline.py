@@ -36,6 +36,7 @@ benchmark's own helpers) and, with `--profile`, where the flow spent its time (p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -189,6 +190,37 @@ def tail_by_second(
             by_second.setdefault(second, []).append(e.event_time - published[e.delivery])
     return "publish -> stored p99 by second of publishing, ms: " + " ".join(
         f"{1000 * percentile(v, 99):,.0f}" for _, v in sorted(by_second.items())
+    )
+
+
+def stage_breakdown(events: list[SeenEvent], published: dict[str, float]) -> str:
+    """Return p50/p99 of each stretch of the stored chains: where their latency is spent.
+
+    Each step event's `time` is when its stage decided (step 1: when paho handed the message
+    over; ms resolution), so consecutive steps bound what happened in between.
+    """
+    times: dict[str, dict[str, float]] = {}
+    for e in events:
+        if e.delivery in published:
+            times.setdefault(e.delivery, {})[e.step] = e.event_time
+    stretches: dict[str, list[float]] = {}
+    points = (
+        ("publish", None),
+        ("received", "1_mqtt_received"),
+        ("parsed", "2_payload_parsed"),
+        ("looked up", "3_patient_lookup"),
+        ("stored", LAST_STEP),
+    )
+    for delivery, steps in times.items():
+        if LAST_STEP not in steps:
+            continue
+        for (before, first), (after, second) in itertools.pairwise(points):
+            start = published[delivery] if first is None else steps.get(first)
+            end = steps.get(second) if second is not None else None
+            if start is not None and end is not None:
+                stretches.setdefault(f"{before} -> {after}", []).append(1000 * (end - start))
+    return "stretches of the stored chains, p50/p99 ms: " + ", ".join(
+        f"{name} {percentile(v, 50):,.0f}/{percentile(v, 99):,.0f}" for name, v in stretches.items()
     )
 
 
@@ -512,6 +544,7 @@ class Bench:
             latency_line("publish -> step 5 visible on Kafka", to_kafka),
             latency_line("publish -> any chain end visible on Kafka", to_end),
         ]
+        lines.append(stage_breakdown(events, published))
         first_published = min(published.values())
         lines.append(tail_by_second(events, published, first_published))
         last_end = max(e.visible_at for e in events if e.delivery in published)
