@@ -1,11 +1,12 @@
 """Stateful de-duplication keyed by device: a redelivered copy is reported and not stored twice.
 
-Each device keeps an insertion-ordered map of recent message ids (fingerprints of topic and
-payload bytes): when each was first seen, how many deliveries came, and whether one of them
-went on to be stored. Entries expire after a TTL and the map is capped, so memory is bounded
-by devices x cap; a device's state is dropped once empty. Bytewax recovery snapshots the state
-at each epoch, so it survives restarts, and a delivery re-processed after a crash gets the same
-number (so its events keep their ids).
+Each device keeps a window of recent message ids (fingerprints of topic and payload bytes) in
+first-seen order: when each was first seen, how many deliveries came, and whether one of them
+went on to be stored. Entries expire after a TTL and the window is capped, so memory is
+bounded by devices x cap; a device's state is dropped once empty. Bytewax recovery snapshots
+the state at each epoch, so it survives restarts, and a delivery re-processed after a crash
+gets the same number (so its events keep their ids). The window keeps itself encoded
+(`flows.dedup_window`): a snapshot of a full one is a copy of bytes, not a pickled dict.
 
 A copy is a duplicate only if an earlier delivery went on to be stored (or updated a device's
 status): a copy whose earlier deliveries all ended in an error is processed again. A copy sent
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.operators import StatefulLogic
 from typing_extensions import override
 
+from flows.dedup_window import DedupWindow, Entry
 from flows.flow_metrics import DEDUP_DEVICES, DEDUP_ENTRIES
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 
@@ -32,9 +34,10 @@ __all__ = ["DedupLogic", "DedupState", "dedup_builder", "dedup_key"]
 
 DUPLICATE = "duplicate"
 
-# message_id -> (first seen, POSIX seconds; deliveries numbered so far; whether one was stored).
-# Snapshots from before the third field existed hold pairs, all of stored messages.
-DedupState = dict[str, tuple[float, int, bool] | tuple[float, int]]
+# What the step snapshots: a `DedupWindow`'s bytes. Releases before it snapshotted a dict of
+# message_id -> (first seen, POSIX seconds; deliveries numbered so far; whether one was
+# stored), and before that pairs, all of stored messages; both resume.
+DedupState = bytes | dict[str, tuple[float, int, bool] | tuple[float, int]]
 
 
 def dedup_key(envelope: Envelope) -> str:
@@ -46,7 +49,7 @@ def dedup_key(envelope: Envelope) -> str:
 class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
     """The de-dup state of one device, with TTL expiry and a size cap."""
 
-    seen: DedupState
+    seen: DedupWindow
     ttl: timedelta
     max_entries: int
 
@@ -62,68 +65,55 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
         now = value.delivery.received_at.timestamp()
         entry = self.seen.get(message_id)
         if entry is not None and now - entry[0] > self.ttl.total_seconds():
-            del self.seen[message_id]
+            self.seen.remove(message_id)
             entry = None
         first_seen, earlier = (entry[0], entry[1]) if entry is not None else (now, 0)
         stored = _was_stored(entry)
         number = max(earlier, value.delivery.replay_of or 0) + 1
         if stored and value.delivery.replay_of is None and value.failed is None:
-            self.seen[message_id] = (first_seen, number, True)
+            self.seen.put(message_id, first_seen, number, True)
             return [_as_duplicate(value, number)], False
         # A delivery that failed before this stage is remembered too, so a later copy gets a
         # number (and event ids) of its own; it does not make that copy a duplicate.
         will_store = value.failed is None
-        if entry is None:
-            self.seen[message_id] = (first_seen, number, will_store)
-            while len(self.seen) > self.max_entries:
-                del self.seen[next(iter(self.seen))]
-        else:
-            self.seen[message_id] = (first_seen, number, stored or will_store)
+        self.seen.put(message_id, first_seen, number, stored or will_store)
+        if entry is None and len(self.seen) > self.max_entries:
+            self.seen.drop_oldest(len(self.seen) - self.max_entries)
         return [value.replace(delivery_number=number)], False
 
     @override
     def on_notify(self) -> tuple[list[Envelope], bool]:
         horizon = datetime.now(UTC).timestamp() - self.ttl.total_seconds()
-        before = len(self.seen)
         # Insertion order is first-seen order, so expired entries sit at the front.
-        while self.seen:
-            oldest = next(iter(self.seen))
-            if self.seen[oldest][0] > horizon:
-                break
-            del self.seen[oldest]
-        DEDUP_ENTRIES.dec(before - len(self.seen))
+        DEDUP_ENTRIES.dec(self.seen.expire(horizon))
         if self._is_empty():
             DEDUP_DEVICES.dec()
         return [], self._is_empty()
 
     @override
     def notify_at(self) -> datetime | None:
-        if not self.seen:
+        oldest = self.seen.oldest()
+        if oldest is None:
             return None
-        first_seen = self.seen[next(iter(self.seen))][0]
-        return datetime.fromtimestamp(first_seen, UTC) + self.ttl
+        return datetime.fromtimestamp(oldest[1], UTC) + self.ttl
 
     @override
     def snapshot(self) -> DedupState:
-        return dict(self.seen)
+        return self.seen.snapshot()
 
     def _is_empty(self) -> bool:
         return not self.seen
 
 
-def _was_stored(entry: tuple[float, int, bool] | tuple[float, int] | None) -> bool:
-    if entry is None:
-        return False
-    if len(entry) == 2:  # a snapshot from before the flag: only stored messages were kept
-        return True
-    return bool(entry[-1])
+def _was_stored(entry: Entry | None) -> bool:
+    return entry is not None and entry[2]
 
 
 def dedup_builder(ttl: timedelta, max_entries: int) -> Callable[[DedupState | None], DedupLogic]:
     """Return the builder `op.stateful` calls for each device, fresh or resumed."""
 
     def build(resume_state: DedupState | None) -> DedupLogic:
-        seen = dict(resume_state or {})
+        seen = DedupWindow.restore(resume_state)
         DEDUP_DEVICES.inc()
         DEDUP_ENTRIES.inc(len(seen))
         return DedupLogic(seen, ttl, max_entries)

@@ -4,6 +4,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from flows.dedup_window import DedupWindow
 from flows.deduplicate import DedupLogic, dedup_builder, dedup_key
 from flows.model import Delivery, Envelope, Step, StepOutcome, StepStatus, fingerprint
 
@@ -106,17 +107,18 @@ def test_copy_after_the_ttl_is_not_a_duplicate():
 
 
 def test_state_is_capped_oldest_first():
-    logic = DedupLogic({}, timedelta(minutes=10), max_entries=2)
+    logic = DedupLogic(DedupWindow(), timedelta(minutes=10), max_entries=2)
     for payload in (b"1", b"2", b"3"):
         logic.on_item(envelope(payload))
-    assert list(logic.snapshot()) == [
-        fingerprint("iMEDE_watch/hb", b"2"),
-        fingerprint("iMEDE_watch/hb", b"3"),
-    ]
+    window = DedupWindow.restore(logic.snapshot())
+    assert [window.oldest()] == [(fingerprint("iMEDE_watch/hb", b"2"), int(T0.timestamp()))]
+    window.drop_oldest()
+    assert [window.oldest()] == [(fingerprint("iMEDE_watch/hb", b"3"), int(T0.timestamp()))]
+    assert len(window) == 1
 
 
 def test_state_resumes_from_snapshot():
-    logic = DedupLogic({}, timedelta(minutes=10), 100)
+    logic = DedupLogic(DedupWindow(), timedelta(minutes=10), 100)
     logic.on_item(envelope(b"1"))
     resumed = dedup_builder(timedelta(minutes=10), 100)(logic.snapshot())
     emitted, _ = resumed.on_item(envelope(b"1", T0 + timedelta(seconds=1)))
@@ -124,11 +126,11 @@ def test_state_resumes_from_snapshot():
 
 
 def test_expired_entries_are_dropped_and_empty_state_discarded():
-    logic = DedupLogic({}, timedelta(seconds=1), 100)
+    logic = DedupLogic(DedupWindow(), timedelta(seconds=1), 100)
     logic.on_item(envelope(b"1", datetime.now(UTC) - timedelta(seconds=5)))
     assert logic.notify_at() is not None
     emitted, discard = logic.on_notify()
-    assert emitted == [] and discard is True and logic.snapshot() == {}
+    assert emitted == [] and discard is True and len(DedupWindow.restore(logic.snapshot())) == 0
 
 
 def test_snapshots_of_pairs_from_before_the_stored_flag_resume_as_stored():
@@ -137,3 +139,16 @@ def test_snapshots_of_pairs_from_before_the_stored_flag_resume_as_stored():
     )
     emitted, _ = resumed.on_item(envelope(b"1", T0 + timedelta(seconds=1)))
     assert emitted[0].outcomes[1].reason == "duplicate" and emitted[0].delivery_number == 2
+
+
+def test_dict_snapshots_of_the_release_before_the_window_resume():
+    resumed = dedup_builder(timedelta(minutes=10), 100)(
+        {
+            fingerprint("iMEDE_watch/hb", b"1"): (T0.timestamp(), 1, True),
+            fingerprint("iMEDE_watch/hb", b"2"): (T0.timestamp(), 1, False),
+        }
+    )
+    stored, _ = resumed.on_item(envelope(b"1", T0 + timedelta(seconds=1)))
+    failed_before, _ = resumed.on_item(envelope(b"2", T0 + timedelta(seconds=1)))
+    assert stored[0].outcomes[1].reason == "duplicate" and stored[0].delivery_number == 2
+    assert len(failed_before[0].outcomes) == 3 and failed_before[0].delivery_number == 2
