@@ -207,6 +207,7 @@ class KafkaWriter:
         self._content_types = content_types or {}
         self._producer = self._new_producer()
         self._appender = self._new_appender()
+        self._warm()
         # What `send` handed to the producer as whole batches, and what it left for `sync`
         # to write the careful way.
         self._queued: list[QueuedBatch] = []
@@ -421,6 +422,12 @@ class KafkaWriter:
             self._producer.close(timeout=0)
         self._producer = self._new_producer()
         self._appender = self._new_appender()
+        self._warm()
+
+    def _warm(self) -> None:
+        # Metadata for every topic this writer may get, fetched while nothing waits for it.
+        if self._appender is not None:
+            self._appender.warm(self._content_types)
 
     def close(self) -> None:
         """Flush and close the producer.

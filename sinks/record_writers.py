@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sinks.kafka_writer import KafkaWriter, ensure_topics
 from sinks.record_sink import RecordWriter
 
-__all__ = ["SQLITE_PREFIX", "TopicSpec", "open_record_writer"]
+__all__ = ["SQLITE_PREFIX", "TopicSpec", "open_record_writer", "open_writers_ahead"]
+
+logger = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -32,5 +37,70 @@ def open_record_writer(
         from sinks.sqlite_event_log import SqliteEventLog
 
         return SqliteEventLog(event_log_url.removeprefix(SQLITE_PREFIX))
+    ahead = _AHEAD.take((kafka_bootstrap, tuple(topics.items())))
+    if ahead is not None:
+        return ahead
     ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
     return KafkaWriter(kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()})
+
+
+def open_writers_ahead(
+    kafka_bootstrap: str, topics: Mapping[str, TopicSpec], count: int
+) -> threading.Thread:
+    """Create the topics and open `count` Kafka writers now, on a thread of their own.
+
+    Why: Bytewax builds a sink's partition when its first record comes, and a new producer's
+    first batch waits ~100 ms for the topic's metadata (traced: the first step event, the
+    first dead letter and the first alert each held the worker that long, the latency tail of
+    a run's first second). `open_record_writer` hands these out first, already connected and
+    with every topic's partitions asked for; it waits for one still opening rather than open
+    another. Opening also says at once when Kafka is away, even while the flow is idle.
+    """
+    key = (kafka_bootstrap, tuple(topics.items()))
+    _AHEAD.expect(key, count)
+
+    def open_all() -> None:
+        try:
+            ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
+        except Exception:  # the writers are still worth opening: they wait for Kafka themselves
+            logger.exception("creating the Kafka topics %s failed", ", ".join(topics))
+        for _ in range(count):
+            writer: RecordWriter | None = None
+            try:
+                writer = KafkaWriter(
+                    kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()}
+                )
+            except Exception:
+                logger.exception("opening a Kafka writer ahead failed; one opens when needed")
+            _AHEAD.put(writer)
+
+    thread = threading.Thread(target=open_all, name="vitalflow-kafka-ahead", daemon=True)
+    thread.start()
+    return thread
+
+
+class _WritersAhead:
+    """Writers opened ahead, for the sinks' partitions of this process to take."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: object = None
+        self._unclaimed = 0
+        self._opened: queue.SimpleQueue[RecordWriter | None] = queue.SimpleQueue()
+
+    def expect(self, key: object, count: int) -> None:
+        with self._lock:
+            self._key, self._unclaimed = key, count
+
+    def put(self, writer: RecordWriter | None) -> None:
+        self._opened.put(writer)
+
+    def take(self, key: object) -> RecordWriter | None:
+        with self._lock:
+            if key != self._key or self._unclaimed <= 0:
+                return None
+            self._unclaimed -= 1
+        return self._opened.get()  # opened, or still opening: it is on its way
+
+
+_AHEAD = _WritersAhead()

@@ -20,9 +20,8 @@ from flows.health import serve_health
 from flows.pipeline import build_flow, event_topics
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
-from sinks.kafka_writer import ensure_topics
 from sinks.mongo_database import check_database
-from sinks.record_writers import SQLITE_PREFIX
+from sinks.record_writers import SQLITE_PREFIX, open_writers_ahead
 
 __all__ = ["recovery_config", "run_dataflow"]
 
@@ -98,16 +97,12 @@ def run_dataflow(settings: Settings) -> int:
         daemon=True,
     ).start()
     if not (settings.event_log_url or "").startswith(SQLITE_PREFIX):
-        # Likewise Kafka: the sinks open their writers only when the first records come, so
-        # an idle flow would otherwise say nothing of a Kafka that is away. This also creates
-        # the topics before anything is written to them.
-        topics = {name: spec.partitions for name, spec in event_topics(settings).items()}
-        threading.Thread(
-            target=ensure_topics,
-            args=(settings.kafka_bootstrap, topics),
-            name="vitalflow-kafka-check",
-            daemon=True,
-        ).start()
+        # Likewise Kafka, and the sinks' writers are opened now rather than when their first
+        # records come: one per topic for each event-writer partition of this process.
+        topics = event_topics(settings)
+        this, processes = settings.this_process, settings.processes
+        local_parts = sum(1 for i in range(settings.mqtt_partitions) if i % processes == this)
+        open_writers_ahead(settings.kafka_bootstrap, topics, len(topics) * local_parts)
     tune_garbage_collection()
     stop.install()
     try:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
+from sinks import record_writers
 from sinks.kafka_writer import CLOUDEVENTS_JSON, RECORDS_REFUSED, KafkaWriter, Record
+from sinks.record_writers import TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +141,63 @@ def test_sent_batches_arrive_once_in_order_per_key_where_send_would_put_them(
     finally:
         producer.close()
     assert {r.key.decode(): r.partition for r in written} == expected
+
+
+def test_a_new_writer_learns_every_topics_partitions_before_its_first_send(
+    services: Any, unique_id: str
+) -> None:
+    # Otherwise the first batch to each topic (the first dead letter, the first alert) waits
+    # for a metadata round trip, and the worker with it.
+    topics = {f"vitalflow.test.warm-{unique_id}-{n}": 2 + n for n in range(3)}
+    admin = KafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    admin.create_topics([NewTopic(name, count, 1) for name, count in topics.items()])
+    admin.close()
+    writer = KafkaWriter(services.kafka_bootstrap, dict.fromkeys(topics, CLOUDEVENTS_JSON))
+    try:
+        metadata = writer._producer._metadata
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            metadata.partitions_for_topic(name) is None for name in topics
+        ):
+            time.sleep(0.05)
+        assert {name: len(metadata.partitions_for_topic(name) or ()) for name in topics} == topics
+    finally:
+        writer.close()
+
+
+def test_writers_opened_ahead_are_handed_out_first_and_then_new_ones(
+    services: Any, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Traced(KafkaWriter):
+        def __init__(self, *args: Any) -> None:
+            self.opened_on = threading.current_thread().name
+            super().__init__(*args)
+
+    monkeypatch.setattr(record_writers, "KafkaWriter", Traced)
+    spec = TopicSpec(2, CLOUDEVENTS_JSON)
+    topics = {f"vitalflow.test.ahead-{unique_id}-{n}": spec for n in range(2)}
+    opening = record_writers.open_writers_ahead(services.kafka_bootstrap, topics, 2)
+    other = {f"vitalflow.test.ahead-{unique_id}-other": TopicSpec(1, CLOUDEVENTS_JSON)}
+    writers = [
+        record_writers.open_record_writer(None, services.kafka_bootstrap, other),
+        record_writers.open_record_writer(None, services.kafka_bootstrap, topics),
+        record_writers.open_record_writer(None, services.kafka_bootstrap, topics),
+        record_writers.open_record_writer(None, services.kafka_bootstrap, topics),
+    ]
+    opening.join(timeout=30)
+    try:
+        here = threading.current_thread().name
+        # Other topics get a writer of their own; these get the two opened ahead, then new.
+        assert [getattr(w, "opened_on", None) for w in writers] == [
+            here,
+            "vitalflow-kafka-ahead",
+            "vitalflow-kafka-ahead",
+            here,
+        ]
+        assert len({id(w) for w in writers}) == 4
+        for name in topics:  # created by the thread that opened them
+            writers[1].write(name, [("k", b"v")])
+        assert [len(read_records(services.kafka_bootstrap, name, 2)) for name in topics] == [1, 1]
+    finally:
+        for writer in writers:
+            writer.close()
