@@ -37,7 +37,7 @@ def open_record_writer(
         from sinks.sqlite_event_log import SqliteEventLog
 
         return SqliteEventLog(event_log_url.removeprefix(SQLITE_PREFIX))
-    ahead = _AHEAD.take((kafka_bootstrap, tuple(topics.items())))
+    ahead = _ahead.take((kafka_bootstrap, tuple(topics.items()))) if _ahead else None
     if ahead is not None:
         return ahead
     ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
@@ -56,8 +56,8 @@ def open_writers_ahead(
     with every topic's partitions asked for; it waits for one still opening rather than open
     another. Opening also says at once when Kafka is away, even while the flow is idle.
     """
-    key = (kafka_bootstrap, tuple(topics.items()))
-    _AHEAD.expect(key, count)
+    global _ahead
+    pool = _ahead = _WritersAhead((kafka_bootstrap, tuple(topics.items())), count)
 
     def open_all() -> None:
         try:
@@ -72,7 +72,7 @@ def open_writers_ahead(
                 )
             except Exception:
                 logger.exception("opening a Kafka writer ahead failed; one opens when needed")
-            _AHEAD.put(writer)
+            pool.put(writer)
 
     thread = threading.Thread(target=open_all, name="vitalflow-kafka-ahead", daemon=True)
     thread.start()
@@ -82,15 +82,11 @@ def open_writers_ahead(
 class _WritersAhead:
     """Writers opened ahead, for the sinks' partitions of this process to take."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: object, count: int) -> None:
         self._lock = threading.Lock()
-        self._key: object = None
-        self._unclaimed = 0
+        self._key = key
+        self._unclaimed = count
         self._opened: queue.SimpleQueue[RecordWriter | None] = queue.SimpleQueue()
-
-    def expect(self, key: object, count: int) -> None:
-        with self._lock:
-            self._key, self._unclaimed = key, count
 
     def put(self, writer: RecordWriter | None) -> None:
         self._opened.put(writer)
@@ -103,4 +99,5 @@ class _WritersAhead:
         return self._opened.get()  # opened, or still opening: it is on its way
 
 
-_AHEAD = _WritersAhead()
+# The writers the last `open_writers_ahead` of this process opens (one `vitalflow run`).
+_ahead: _WritersAhead | None = None
