@@ -40,8 +40,8 @@ def open_record_writer(
     ahead = _ahead.take((kafka_bootstrap, tuple(topics.items()))) if _ahead else None
     if ahead is not None:
         return ahead
-    ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
-    return KafkaWriter(kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()})
+    _create_topics(kafka_bootstrap, topics)
+    return _kafka_writer(kafka_bootstrap, topics)
 
 
 def open_writers_ahead(
@@ -61,15 +61,13 @@ def open_writers_ahead(
 
     def open_all() -> None:
         try:
-            ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
+            _create_topics(kafka_bootstrap, topics)
         except Exception:  # the writers are still worth opening: they wait for Kafka themselves
             logger.exception("creating the Kafka topics %s failed", ", ".join(topics))
         for _ in range(count):
             writer: RecordWriter | None = None
             try:
-                writer = KafkaWriter(
-                    kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()}
-                )
+                writer = _kafka_writer(kafka_bootstrap, topics)
             except Exception:
                 logger.exception("opening a Kafka writer ahead failed; one opens when needed")
             pool.put(writer)
@@ -77,6 +75,14 @@ def open_writers_ahead(
     thread = threading.Thread(target=open_all, name="vitalflow-kafka-ahead", daemon=True)
     thread.start()
     return thread
+
+
+def _create_topics(kafka_bootstrap: str, topics: Mapping[str, TopicSpec]) -> None:
+    ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
+
+
+def _kafka_writer(kafka_bootstrap: str, topics: Mapping[str, TopicSpec]) -> KafkaWriter:
+    return KafkaWriter(kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()})
 
 
 class _WritersAhead:
