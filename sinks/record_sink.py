@@ -16,7 +16,7 @@ from typing import Protocol
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from typing_extensions import override
 
-__all__ = ["RecordSink", "RecordWriter"]
+__all__ = ["RecordSink", "RecordWriter", "local_parts"]
 
 Record = tuple[str, bytes]
 
@@ -56,6 +56,11 @@ class _RecordPartition(StatefulSinkPartition[Record, None]):
         self._writer.close()
 
 
+def local_parts(parts: int, process_id: int, processes: int) -> list[int]:
+    """Return the writer partitions process `process_id` of `processes` offers (and builds)."""
+    return [i for i in range(parts) if i % processes == process_id]
+
+
 class RecordSink(FixedPartitionedSink[Record, None]):
     """Writes `(key, (key, value))` items to `topic` through writers from `open_writer`.
 
@@ -81,11 +86,8 @@ class RecordSink(FixedPartitionedSink[Record, None]):
 
     @override
     def list_parts(self) -> list[str]:
-        return [
-            f"{self._topic}-{i}"
-            for i in range(self._parts)
-            if i % self._processes == self._process_id
-        ]
+        mine = local_parts(self._parts, self._process_id, self._processes)
+        return [f"{self._topic}-{i}" for i in mine]
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RecordPartition:

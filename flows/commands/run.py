@@ -21,6 +21,7 @@ from flows.pipeline import build_flow, event_topics
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
 from sinks.mongo_database import check_database
+from sinks.record_sink import local_parts
 from sinks.record_writers import SQLITE_PREFIX, open_writers_ahead
 
 __all__ = ["recovery_config", "run_dataflow"]
@@ -100,9 +101,8 @@ def run_dataflow(settings: Settings) -> int:
         # Likewise Kafka, and the sinks' writers are opened now rather than when their first
         # records come: one per topic for each event-writer partition of this process.
         topics = event_topics(settings)
-        this, processes = settings.this_process, settings.processes
-        local_parts = sum(1 for i in range(settings.mqtt_partitions) if i % processes == this)
-        open_writers_ahead(settings.kafka_bootstrap, topics, len(topics) * local_parts)
+        parts = local_parts(settings.mqtt_partitions, settings.this_process, settings.processes)
+        open_writers_ahead(settings.kafka_bootstrap, topics, len(topics) * len(parts))
     tune_garbage_collection()
     stop.install()
     try:
