@@ -2,14 +2,25 @@
 
 The registry maps normalised identifiers (`ble:D616F9641622`, `imei:...`, `citizen_id:...`)
 to patients. A batch of messages costs at most one `$in` query on `devices` and one on
-`patients`; answers are cached per worker for a TTL, and misses for a shorter one so that a
+`patients`; answers are cached per process for a TTL, and misses for a shorter one so that a
 newly registered device is picked up quickly.
+
+A registry of up to `preload_max` identifiers is also held whole, as a Kafka Streams
+GlobalKTable would be: read on a thread of its own at the first batch and again every half
+TTL, so the worker's thread answers from memory instead of waiting for a round trip at every
+first sight of a device and every expiry (each round trip holds back every message behind it
+in the worker). An identifier the copy lacks (registered since, or unknown) is looked up
+per batch as before; a copy older than the TTL is not used, so a device moved to another
+patient is seen within the TTL either way. A larger registry is only looked up per batch.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +29,14 @@ from pymongo.database import Database
 from flows.model import Envelope, Step, StepOutcome, StepStatus
 from sinks.mongo_database import mongo_call
 
-__all__ = ["PatientLookup", "mask_key"]
+__all__ = ["PatientLookup", "RegistryCopy", "mask_key"]
+
+logger = logging.getLogger(__name__)
 
 _MISSING = object()
+# After a failed read of the whole registry, how long to look up per batch before trying
+# again (the failure is logged each time).
+_RELOAD_RETRY_SECONDS = 5.0
 
 
 def mask_key(key: str) -> str:
@@ -53,6 +69,20 @@ class _TtlCache:
         self._entries[key] = (time.monotonic() + ttl, value)
 
 
+@dataclass(frozen=True)
+class RegistryCopy:
+    """The whole registry as read at `read_at` (monotonic): identifier -> patient -> hospital.
+
+    Only identifiers with a patient, and patients with a hospital, are in it: the others are
+    answered per batch, with the short TTL of a miss, so that an assignment made since is
+    seen as soon as it would have been without the copy.
+    """
+
+    patient_of: dict[str, str]
+    hospital_of: dict[str, str]
+    read_at: float
+
+
 class PatientLookup:
     """The `flat_map_batch` mapper of stage 3."""
 
@@ -61,23 +91,100 @@ class PatientLookup:
         database: Callable[[], Database[dict[str, Any]]],
         cache_ttl: float = 60.0,
         negative_ttl: float = 5.0,
+        preload_max: int = 0,
     ) -> None:
         self._open = database
         self._db: Database[dict[str, Any]] | None = None
+        self._db_lock = threading.Lock()
+        self._ttl = cache_ttl
         self._devices = _TtlCache(cache_ttl, negative_ttl)
         self._patients = _TtlCache(cache_ttl, negative_ttl)
+        # A TTL of 0 means "no cache": then no copy either.
+        self._preload_max = preload_max if cache_ttl > 0 else 0
+        self._copy: RegistryCopy | None = None
+        self._reading = False
+        self._next_read = 0.0
+        self._read_lock = threading.Lock()
+
+    @property
+    def registry_copy(self) -> RegistryCopy | None:
+        """The copy of the whole registry the lookups use now, if any."""
+        return self._copy
 
     def __call__(self, batch: list[Envelope]) -> Iterable[Envelope]:
         """Resolve the patient of every envelope still on its way; pass the others through."""
         pending = [e for e in batch if not e.finished and e.parsed is not None]
         if not pending:
             return batch
+        copy = self._fresh_copy()
         keys = {k for e in pending if e.parsed for k in e.parsed.lookup_keys}
-        devices = self._resolve(self._devices, "devices", keys, _device_patient)
+        devices = _answer_from(copy.patient_of if copy else None, keys)
+        devices.update(
+            self._resolve(self._devices, "devices", keys - devices.keys(), _device_patient)
+        )
         patient_ids = {p for p in devices.values() if p is not None}
-        hospitals = self._resolve(self._patients, "patients", patient_ids, _hospital)
+        hospitals = _answer_from(copy.hospital_of if copy else None, patient_ids)
+        hospitals.update(
+            self._resolve(self._patients, "patients", patient_ids - hospitals.keys(), _hospital)
+        )
         waiting = {id(e) for e in pending}
         return [self._decide(e, devices, hospitals) if id(e) in waiting else e for e in batch]
+
+    def _fresh_copy(self) -> RegistryCopy | None:
+        """Return the registry copy if younger than the TTL; start reading a new one when due."""
+        if self._preload_max <= 0:
+            return None
+        now = time.monotonic()
+        copy = self._copy
+        due = copy is None or now - copy.read_at >= self._ttl / 2
+        if due and now >= self._next_read:
+            with self._read_lock:
+                if not self._reading:
+                    self._reading = True
+                    threading.Thread(
+                        target=self._read_registry,
+                        args=(self._database(),),
+                        name="vitalflow-registry-reader",
+                        daemon=True,
+                    ).start()
+        if copy is None or now - copy.read_at >= self._ttl:
+            return None
+        return copy
+
+    def _read_registry(self, db: Database[dict[str, Any]]) -> None:
+        started = time.monotonic()
+        try:
+            copy = read_registry(db, self._preload_max, started)
+        except Exception as exc:  # whatever failed, lookups go on per batch meanwhile
+            logger.warning(
+                "reading the device registry whole failed (%s: %s); looking up per batch, "
+                "trying again in %.0f s",
+                type(exc).__name__,
+                exc,
+                _RELOAD_RETRY_SECONDS,
+            )
+            self._next_read = time.monotonic() + _RELOAD_RETRY_SECONDS
+            copy = None
+        else:
+            if copy is None:
+                logger.info(
+                    "the device registry has more than %d identifiers "
+                    "(VITALFLOW_LOOKUP_PRELOAD_MAX): looking up per batch only",
+                    self._preload_max,
+                )
+                self._preload_max = 0
+            elif self._copy is None:
+                logger.info(
+                    "device registry held in memory: %d identifiers, %d patients, read in %.2f s",
+                    len(copy.patient_of),
+                    len(copy.hospital_of),
+                    time.monotonic() - started,
+                )
+            if copy is not None:
+                self._copy = copy
+        finally:
+            with self._read_lock:
+                self._reading = False
 
     def _resolve(
         self,
@@ -102,9 +209,10 @@ class PatientLookup:
         return found
 
     def _database(self) -> Database[dict[str, Any]]:
-        if self._db is None:
-            self._db = self._open()
-        return self._db
+        with self._db_lock:
+            if self._db is None:
+                self._db = self._open()
+            return self._db
 
     @staticmethod
     def _decide(envelope: Envelope, devices: dict[str, Any], hospitals: dict[str, Any]) -> Envelope:
@@ -144,6 +252,42 @@ class PatientLookup:
             processed_data={"tried_keys": masked},
         )
         return envelope.replace(outcomes=[*envelope.outcomes, outcome])
+
+
+def read_registry(db: Database[dict[str, Any]], most: int, read_at: float) -> RegistryCopy | None:
+    """Read every identifier with a patient, and every patient with a hospital.
+
+    None if more than `most` identifiers have a patient.
+    """
+
+    def identifiers() -> dict[str, str] | None:
+        found: dict[str, str] = {}
+        for doc in db["devices"].find({}, {"patient_id": 1}).batch_size(10_000):
+            patient = _device_patient(doc)
+            if patient is not None:
+                found[str(doc["_id"])] = patient
+                if len(found) > most:
+                    return None
+        return found
+
+    def hospitals() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for doc in db["patients"].find({}, {"hospital_id": 1}).batch_size(10_000):
+            hospital = _hospital(doc)
+            if hospital is not None:
+                found[str(doc["_id"])] = hospital
+        return found
+
+    patient_of = mongo_call(db, "devices read whole", identifiers)
+    if patient_of is None:
+        return None
+    return RegistryCopy(patient_of, mongo_call(db, "patients read whole", hospitals), read_at)
+
+
+def _answer_from(known: dict[str, str] | None, keys: set[str]) -> dict[str, Any]:
+    if not known:
+        return {}
+    return {k: known[k] for k in keys if k in known}
 
 
 def _device_patient(doc: dict[str, Any]) -> str | None:

@@ -101,7 +101,10 @@ def build_flow(
         "lookup_patient",
         parsed,
         PatientLookup(
-            database, settings.lookup_cache_ttl_seconds, settings.lookup_negative_ttl_seconds
+            database,
+            settings.lookup_cache_ttl_seconds,
+            settings.lookup_negative_ttl_seconds,
+            settings.lookup_preload_max,
         ),
     )
     keyed = op.key_on("by_device", found, dedup_key)

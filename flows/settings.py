@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     dedup_max_per_device: int = Field(default=4096, ge=1)
     lookup_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     lookup_negative_ttl_seconds: float = Field(default=5.0, ge=0)
+    # Registries up to this many identifiers are also held whole (`flows.lookup_patient`).
+    lookup_preload_max: int = Field(default=200_000, ge=0)
     clock_max_age_days: float = Field(default=7.0, gt=0)
     clock_max_skew_seconds: float = Field(default=300.0, ge=0)
     thresholds_file: Path | None = None

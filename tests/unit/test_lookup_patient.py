@@ -1,5 +1,10 @@
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
+from pymongo.errors import OperationFailure
 
 from flows.lookup_patient import PatientLookup, mask_key
 from flows.model import (
@@ -101,3 +106,33 @@ def test_finished_envelopes_pass_through_untouched():
 def test_mask_key_hides_citizen_ids_entirely():
     assert mask_key("citizen_id:3570300400000") == "citizen_id:[redacted]"
     assert mask_key("imei:861265061482607") == "imei:861265061482607"
+
+
+class RefusingWholeReads(FakeCollection):
+    """A collection whose server refuses a read of the whole collection (say, a role)."""
+
+    def find(self, query: dict[str, Any], projection: object = None) -> list[dict[str, Any]]:
+        if not query:
+            raise OperationFailure("not authorized to read the whole collection")
+        return super().find(query)
+
+
+def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[tuple[str, list[str]]] = []
+    db = make_db([], log)
+    db["devices"] = RefusingWholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices")
+    lookup = PatientLookup(lambda: db, preload_max=1_000)  # type: ignore[arg-type,return-value]
+    with caplog.at_level(logging.WARNING, logger="flows.lookup_patient"):
+        [out] = lookup([envelope(["imei:1"])])
+        deadline = time.monotonic() + 5
+        while "reading the device registry whole failed" not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert out.patient_id == "p1"
+    assert lookup.registry_copy is None
+    assert "OperationFailure" in caplog.text
+    # Not tried again at every batch: the retry waits.
+    lookup([envelope(["imei:2"])])
+    assert log == [("devices", ["imei:1"]), ("patients", ["p1"]), ("devices", ["imei:2"])]
