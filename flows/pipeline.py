@@ -125,7 +125,7 @@ def build_flow(
     # applies atomically.
     if overlap:
         keyed = op.key_on("store_key", enriched, WorkerKey())
-        writes = PipelinedStore(partial(ObservationStore, database))
+        writes = PipelinedStore(partial(ObservationStore, database), settings.store_in_flight)
         stored = op.key_rm("store_unkey", op.stateful_batch("store", keyed, writes))
     else:
         stored = op.flat_map_batch("store", enriched, ObservationStore(database))

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     epoch_interval_seconds: float = Field(default=1.0, gt=0)
     # Write each batch while the next is parsed (`flows.store_pipeline`); only with recovery.
     store_overlap: bool = True
+    # How many batches the overlapped store may have out at once before the worker waits.
+    store_in_flight: int = Field(default=2, ge=1)
     workers: int = Field(default=1, ge=1)
     # One process of a Bytewax cluster: its index and every process's `host:port`, `;`-separated.
     process_id: int | None = Field(default=None, ge=0)

@@ -1,4 +1,4 @@
-"""The overlapped store step's logic: order, at most one batch in flight, nothing acked unwritten.
+"""The overlapped store step's logic: order, batches in flight bounded, nothing acked unwritten.
 
 The writer here is a stand-in whose writes finish when the test says so (pure logic; the real
 store runs under it in every integration test of `vitalflow run`, which has recovery on).
@@ -53,8 +53,8 @@ def _ids(envelopes: Iterable[Envelope]) -> list[str]:
     return [e.delivery.message_id for e in envelopes]
 
 
-def _logic(writer: _GatedWriter) -> StoreLogic:
-    return PipelinedStore(lambda: writer)(None)
+def _logic(writer: _GatedWriter, most_in_flight: int = 1) -> StoreLogic:
+    return PipelinedStore(lambda: writer, most_in_flight)(None)
 
 
 def _later(action: object, delay: float = 0.05) -> threading.Thread:
@@ -92,7 +92,7 @@ def test_a_batch_is_emitted_once_written_and_in_order() -> None:
     assert writer.written == [["m1", "m2"], ["m3"]]
 
 
-def test_only_one_batch_is_in_flight() -> None:
+def test_with_one_in_flight_the_next_batch_waits_for_the_one_before() -> None:
     writer = _GatedWriter()
     logic = _logic(writer)
     logic.on_batch([_envelope(1)])
@@ -111,6 +111,44 @@ def test_only_one_batch_is_in_flight() -> None:
     assert done.wait(10)
     thread.join()
     writer.open(1)
+
+
+def test_batches_up_to_the_limit_go_out_without_waiting_and_are_emitted_in_order() -> None:
+    writer = _GatedWriter()
+    logic = _logic(writer, most_in_flight=2)
+    assert list(logic.on_batch([_envelope(1)])[0]) == []
+    assert list(logic.on_batch([_envelope(2)])[0]) == []  # the first still unwritten
+    done = threading.Event()
+    emitted: list[Envelope] = []
+
+    def third_batch() -> None:
+        emitted.extend(logic.on_batch([_envelope(3)])[0])
+        done.set()
+
+    thread = threading.Thread(target=third_batch)
+    thread.start()
+    # A third waits for the oldest: at most two out at once.
+    assert not done.wait(0.2)
+    writer.open(0)
+    assert done.wait(10)
+    thread.join()
+    assert _ids(emitted) == ["m1"]
+    writer.open(1)
+    writer.open(2)
+    assert _ids(logic.on_eof()[0]) == ["m2", "m3"]
+    assert writer.written == [["m1"], ["m2"], ["m3"]]
+
+
+def test_the_epochs_snapshot_waits_for_every_batch_in_flight() -> None:
+    writer = _GatedWriter()
+    logic = _logic(writer, most_in_flight=3)
+    logic.on_batch([_envelope(1)])
+    logic.on_batch([_envelope(2)])
+    opened = _later(lambda: (writer.open(0), writer.open(1)), 0.2)
+    held = logic.snapshot()
+    assert writer.written == [["m1"], ["m2"]]
+    assert _ids(held) == ["m1", "m2"]
+    opened.join()
 
 
 def test_the_epochs_snapshot_waits_for_the_batch_in_flight_and_holds_it() -> None:
