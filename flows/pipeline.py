@@ -75,12 +75,9 @@ def build_flow(
     # holds over an epoch's end (its recovery snapshot), and only on a MongoDB server: the
     # demo's embedded store, and what tests pass as `database`, are not made for a writer on
     # a thread of its own beside the lookups. `flows.store_pipeline` says why it is safe.
-    overlap = (
-        settings.store_overlap
-        and settings.recovery_dir is not None
-        and database is None
-        and not settings.mongo_url.startswith("montydb://")
-    )
+    # The same goes for the registry's whole copy, read beside the worker.
+    on_a_server = database is None and not settings.mongo_url.startswith("montydb://")
+    overlap = settings.store_overlap and settings.recovery_dir is not None and on_a_server
     if database is None:
         database = partial(
             open_database,
@@ -104,7 +101,8 @@ def build_flow(
             database,
             settings.lookup_cache_ttl_seconds,
             settings.lookup_negative_ttl_seconds,
-            settings.lookup_preload_max,
+            # Read on a thread of its own beside the worker's lookups: a server only, as above.
+            settings.lookup_preload_max if on_a_server else 0,
         ),
     )
     keyed = op.key_on("by_device", found, dedup_key)

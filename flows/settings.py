@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # How many batches the overlapped store may have out at once before the worker waits.
     store_in_flight: int = Field(default=2, ge=1)
     workers: int = Field(default=1, ge=1)
+    # How long a thread may hold the interpreter lock while others wait (`flows.thread_switching`).
+    switch_interval_ms: float = Field(default=1.0, gt=0)
     # One process of a Bytewax cluster: its index and every process's `host:port`, `;`-separated.
     process_id: int | None = Field(default=None, ge=0)
     addresses: str | None = None

@@ -20,6 +20,7 @@ from flows.health import serve_health
 from flows.pipeline import build_flow, event_topics
 from flows.settings import Settings, without_password
 from flows.stopping import SignalStop
+from flows.thread_switching import set_switch_interval
 from sinks.mongo_database import check_database
 from sinks.record_sink import local_parts
 from sinks.record_writers import SQLITE_PREFIX, open_writers_ahead
@@ -104,6 +105,7 @@ def run_dataflow(settings: Settings) -> int:
         parts = local_parts(settings.mqtt_partitions, settings.this_process, settings.processes)
         open_writers_ahead(settings.kafka_bootstrap, topics, len(topics) * len(parts))
     tune_garbage_collection()
+    set_switch_interval(settings.switch_interval_ms)
     stop.install()
     try:
         cli_main(
