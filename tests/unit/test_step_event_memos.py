@@ -38,6 +38,7 @@ def test_timestamps_are_what_the_formula_gives_however_often_asked(
     asked = moments + [data.draw(st.sampled_from(moments)) for _ in moments]
     assert [isoformat_z(m) for m in asked] == [formatted(m) for m in asked]
     assert len(events._timestamp_memo) <= events._TIMESTAMP_MEMO_LIMIT
+    assert len(events._second_prefixes) <= events._SECOND_PREFIXES_LIMIT
 
 
 def test_a_new_object_under_a_remembered_id_is_formatted_afresh(
@@ -47,6 +48,15 @@ def test_a_new_object_under_a_remembered_id_is_formatted_afresh(
     # What the memo would hold had an earlier datetime with this id been freed.
     monkeypatch.setitem(events._timestamp_memo, id(moment), (T0, "stale"))
     assert isoformat_z(moment) == "2026-11-27T10:30:00.123Z"
+
+
+def test_times_within_one_second_share_its_text_up_to_the_milliseconds() -> None:
+    start = datetime(2026, 12, 3, 23, 59, 59, 999_999, tzinfo=UTC)
+    earlier, later = start - timedelta(microseconds=998_999), start + timedelta(microseconds=1)
+    for moment in (start, earlier, later):
+        assert isoformat_z(moment) == formatted(moment)
+    assert isoformat_z(start) == "2026-12-03T23:59:59.999Z"
+    assert isoformat_z(start + timedelta(microseconds=1)) == "2026-12-04T00:00:00.000Z"
 
 
 def test_equal_instants_in_other_zones_give_the_same_text() -> None:
