@@ -106,15 +106,23 @@ def wait_for(condition: Any, seconds: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def holding_the_registry(
+    db: Database[dict[str, Any]], cache_ttl: float = 60.0, negative_ttl: float = 5.0
+) -> PatientLookup:
+    """A lookup whose copy of the registry is read (its first batch starts the read)."""
+    lookup = PatientLookup(lambda: db, cache_ttl, negative_ttl, preload_max=1_000)
+    # The first batch is answered per batch while the copy is read beside it.
+    assert patients_of(lookup, ["imei:860000000000001"]) == [("P1", "H1")]
+    wait_for(lambda: lookup.registry_copy is not None)
+    return lookup
+
+
 def test_once_the_registry_is_held_known_devices_cost_no_query(
     counted: tuple[Database[dict[str, Any]], FindCounter], caplog: pytest.LogCaptureFixture
 ) -> None:
     db, counter = counted
     caplog.set_level(logging.DEBUG, logger="flows")
-    lookup = PatientLookup(lambda: db, cache_ttl=60, negative_ttl=5, preload_max=1_000)
-    # The first batch is answered per batch while the copy is read beside it.
-    assert patients_of(lookup, ["imei:860000000000001"]) == [("P1", "H1")]
-    wait_for(lambda: lookup.registry_copy is not None)
+    lookup = holding_the_registry(db)
     counter.finds.clear()
 
     keys = [f"imei:86{i:013d}" for i in range(2, 60)] + [f"citizen_id:{CITIZEN_ID.format(7)}"]
@@ -130,9 +138,7 @@ def test_a_device_registered_after_the_read_is_looked_up_per_batch(
     counted: tuple[Database[dict[str, Any]], FindCounter],
 ) -> None:
     db, counter = counted
-    lookup = PatientLookup(lambda: db, cache_ttl=60, negative_ttl=5, preload_max=1_000)
-    patients_of(lookup, ["imei:860000000000001"])
-    wait_for(lambda: lookup.registry_copy is not None)
+    lookup = holding_the_registry(db)
     db.devices.insert_one({"_id": "imei:869999999999999", "patient_id": "P5"})
     counter.finds.clear()
 
@@ -148,9 +154,7 @@ def test_a_device_moved_to_another_patient_is_seen_within_the_ttl(
 ) -> None:
     db, _ = counted
     ttl = 1.0
-    lookup = PatientLookup(lambda: db, cache_ttl=ttl, negative_ttl=0.5, preload_max=1_000)
-    patients_of(lookup, ["imei:860000000000004"])
-    wait_for(lambda: lookup.registry_copy is not None)
+    lookup = holding_the_registry(db, cache_ttl=ttl, negative_ttl=0.5)
     assert patients_of(lookup, ["imei:860000000000004"]) == [("P4", "H1")]
 
     moved = time.monotonic()
