@@ -107,3 +107,25 @@ def test_every_outcome_is_counted_under_its_labels(
         before[(Step.RECEIVED, StepStatus.ERROR)] + 3
     )
     assert len(events._outcome_counters) == min(limit, 4)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"device": "AVA4", "data": {"bp": [120, 80], "t": 36.6, "ok": True, "note": None}},
+        {"big": 2**70, "nested": {"deeper": [1, 2**65]}},  # the standard library's to encode
+        {"blob": "x" * (80 * 1024)},  # too large for an event: sent without it
+        "not an object",
+    ],
+)
+def test_a_payload_encoded_once_gives_the_events_encoded_one_by_one(payload: object) -> None:
+    outcomes = [StepOutcome(step, StepStatus.SUCCESS, T0 + timedelta(seconds=1)) for step in Step]
+    # One event the standard library must encode whatever the payload: the payload encoded
+    # once must then not be what it writes.
+    outcomes[2] = StepOutcome(Step.LOOKUP, StepStatus.SUCCESS, T0, processed_data={"n": 2**70})
+    env = Envelope(Delivery("t", b"{}", T0, "m"), "Kati", "d1", payload, outcomes)  # type: ignore[arg-type]
+    one_by_one = [
+        (env.device_id, (env.device_id, events._encode(events.to_cloudevent(env, o))))
+        for o in outcomes
+    ]
+    assert step_events(env) == one_by_one
