@@ -136,3 +136,56 @@ def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
     # Not tried again at every batch: the retry waits.
     lookup([envelope(["imei:2"])])
     assert log == [("devices", ["imei:1"]), ("patients", ["p1"]), ("devices", ["imei:2"])]
+
+
+class _Cursor(list):  # type: ignore[type-arg]
+    def batch_size(self, _size: int) -> "_Cursor":
+        return self
+
+
+class WholeReadOnce(FakeCollection):
+    """A collection read whole once; every later whole read fails (the server went away)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.whole_reads_left = 1
+
+    def find(self, query: dict[str, Any], projection: object = None) -> Any:
+        if query:
+            return super().find(query)
+        if self.whole_reads_left <= 0:
+            raise OperationFailure("the whole read failed")
+        self.whole_reads_left -= 1
+        return _Cursor(dict(d) for d in self.docs.values())
+
+
+def test_a_copy_of_the_registry_older_than_the_ttl_is_not_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[tuple[str, list[str]]] = []
+    db = make_db([], log)
+    db["devices"] = WholeReadOnce([{"_id": "imei:1", "patient_id": "p1"}], log, "devices")
+    db["patients"] = WholeReadOnce(
+        [{"_id": "p1", "hospital_id": "h1"}, {"_id": "p2", "hospital_id": "h2"}], log, "patients"
+    )
+    ttl = 1.0
+    lookup = PatientLookup(lambda: db, cache_ttl=ttl, negative_ttl=0.1, preload_max=1_000)  # type: ignore[arg-type,return-value]
+    lookup([envelope(["imei:1"])])
+    deadline = time.monotonic() + 5
+    while lookup.registry_copy is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    read_at = lookup.registry_copy.read_at
+    # The device moves; no later whole read succeeds, so the copy keeps the old patient.
+    db["devices"].docs["imei:1"] = {"_id": "imei:1", "patient_id": "p2"}
+    log.clear()
+    with caplog.at_level(logging.WARNING, logger="flows.lookup_patient"):
+        [young] = lookup([envelope(["imei:1"])])
+        assert time.monotonic() - read_at < ttl  # the copy was still young: no query
+        assert (young.patient_id, log) == ("p1", [])
+        time.sleep(max(0.0, read_at + ttl - time.monotonic()) + 0.05)
+        [old] = lookup([envelope(["imei:1"])])
+    # Past the TTL the copy is not used: the device is looked up, and found moved.
+    assert (old.patient_id, old.hospital_id) == ("p2", "h2")
+    assert ("devices", ["imei:1"]) in log
+    assert lookup.registry_copy is not None and lookup.registry_copy.read_at == read_at
