@@ -108,13 +108,25 @@ def test_mask_key_hides_citizen_ids_entirely():
     assert mask_key("imei:861265061482607") == "imei:861265061482607"
 
 
-class RefusingWholeReads(FakeCollection):
-    """A collection whose server refuses a read of the whole collection (say, a role)."""
+class _Cursor(list):  # type: ignore[type-arg]
+    def batch_size(self, _size: int) -> "_Cursor":
+        return self
 
-    def find(self, query: dict[str, Any], projection: object = None) -> list[dict[str, Any]]:
-        if not query:
+
+class WholeReads(FakeCollection):
+    """A collection read whole `allowed` times; every later whole read fails (say, a role)."""
+
+    def __init__(self, *args: Any, allowed: int) -> None:
+        super().__init__(*args)
+        self.whole_reads_left = allowed
+
+    def find(self, query: dict[str, Any], projection: object = None) -> Any:
+        if query:
+            return super().find(query)
+        if self.whole_reads_left <= 0:
             raise OperationFailure("not authorized to read the whole collection")
-        return super().find(query)
+        self.whole_reads_left -= 1
+        return _Cursor(dict(d) for d in self.docs.values())
 
 
 def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
@@ -122,7 +134,7 @@ def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
 ) -> None:
     log: list[tuple[str, list[str]]] = []
     db = make_db([], log)
-    db["devices"] = RefusingWholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices")
+    db["devices"] = WholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices", allowed=0)
     lookup = PatientLookup(lambda: db, preload_max=1_000)  # type: ignore[arg-type,return-value]
     with caplog.at_level(logging.WARNING, logger="flows.lookup_patient"):
         [out] = lookup([envelope(["imei:1"])])
@@ -138,36 +150,14 @@ def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
     assert log == [("devices", ["imei:1"]), ("patients", ["p1"]), ("devices", ["imei:2"])]
 
 
-class _Cursor(list):  # type: ignore[type-arg]
-    def batch_size(self, _size: int) -> "_Cursor":
-        return self
-
-
-class WholeReadOnce(FakeCollection):
-    """A collection read whole once; every later whole read fails (the server went away)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.whole_reads_left = 1
-
-    def find(self, query: dict[str, Any], projection: object = None) -> Any:
-        if query:
-            return super().find(query)
-        if self.whole_reads_left <= 0:
-            raise OperationFailure("the whole read failed")
-        self.whole_reads_left -= 1
-        return _Cursor(dict(d) for d in self.docs.values())
-
-
 def test_a_copy_of_the_registry_older_than_the_ttl_is_not_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     log: list[tuple[str, list[str]]] = []
     db = make_db([], log)
-    db["devices"] = WholeReadOnce([{"_id": "imei:1", "patient_id": "p1"}], log, "devices")
-    db["patients"] = WholeReadOnce(
-        [{"_id": "p1", "hospital_id": "h1"}, {"_id": "p2", "hospital_id": "h2"}], log, "patients"
-    )
+    db["devices"] = WholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices", allowed=1)
+    hospitals = [{"_id": "p1", "hospital_id": "h1"}, {"_id": "p2", "hospital_id": "h2"}]
+    db["patients"] = WholeReads(hospitals, log, "patients", allowed=1)
     ttl = 1.0
     lookup = PatientLookup(lambda: db, cache_ttl=ttl, negative_ttl=0.1, preload_max=1_000)  # type: ignore[arg-type,return-value]
     lookup([envelope(["imei:1"])])
