@@ -154,7 +154,7 @@ class PatientLookup:
     def _read_registry(self, db: Database[dict[str, Any]]) -> None:
         started = time.monotonic()
         try:
-            copy = read_registry(db, self._preload_max, started)
+            copy = _whole_registry(db, self._preload_max, started)
         except Exception as exc:  # whatever failed, lookups go on per batch meanwhile
             logger.warning(
                 "reading the device registry whole failed (%s: %s); looking up per batch, "
@@ -164,7 +164,6 @@ class PatientLookup:
                 _RELOAD_RETRY_SECONDS,
             )
             self._next_read = time.monotonic() + _RELOAD_RETRY_SECONDS
-            copy = None
         else:
             if copy is None:
                 logger.info(
@@ -173,14 +172,15 @@ class PatientLookup:
                     self._preload_max,
                 )
                 self._preload_max = 0
-            elif self._copy is None:
-                logger.info(
-                    "device registry held in memory: %d identifiers, %d patients, read in %.2f s",
-                    len(copy.patient_of),
-                    len(copy.hospital_of),
-                    time.monotonic() - started,
-                )
-            if copy is not None:
+            else:
+                if self._copy is None:
+                    logger.info(
+                        "device registry held in memory: %d identifiers, %d patients, "
+                        "read in %.2f s",
+                        len(copy.patient_of),
+                        len(copy.hospital_of),
+                        time.monotonic() - started,
+                    )
                 self._copy = copy
         finally:
             with self._read_lock:
@@ -254,7 +254,7 @@ class PatientLookup:
         return envelope.replace(outcomes=[*envelope.outcomes, outcome])
 
 
-def read_registry(db: Database[dict[str, Any]], most: int, read_at: float) -> RegistryCopy | None:
+def _whole_registry(db: Database[dict[str, Any]], most: int, read_at: float) -> RegistryCopy | None:
     """Read every identifier with a patient, and every patient with a hospital.
 
     None if more than `most` identifiers have a patient.
