@@ -29,6 +29,9 @@ __all__ = ["recovery_config", "run_dataflow"]
 
 logger = logging.getLogger("vitalflow")
 
+# How long a flow that ended waits for the start-up store check before the process exits.
+_STORE_CHECK_GRACE_SECONDS = 2.0
+
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
     """Return the recovery configuration of `settings`, creating the partitions on first use.
@@ -91,13 +94,14 @@ def run_dataflow(settings: Settings) -> int:
         settings.recovery_dir or "off",
     )
     # A store that is away is said at once, not when the first message needs it.
-    threading.Thread(
+    store_check = threading.Thread(
         target=check_database,
         args=(settings.mongo_url, settings.mongo_db),
         kwargs={"timeout_seconds": settings.mongo_timeout_seconds},
         name="vitalflow-store-check",
         daemon=True,
-    ).start()
+    )
+    store_check.start()
     if not (settings.event_log_url or "").startswith(SQLITE_PREFIX):
         # Likewise Kafka, and the sinks' writers are opened now rather than when their first
         # records come: one per topic for each event-writer partition of this process.
@@ -122,6 +126,10 @@ def run_dataflow(settings: Settings) -> int:
         return 130
     finally:
         stop.restore()
+        # A flow that ends at once (a stop at start) must not leave the interpreter while the
+        # check's client is still starting its monitors: pymongo then prints a traceback at
+        # exit (seen once in CI). Its ping takes milliseconds on a server that answers.
+        store_check.join(timeout=_STORE_CHECK_GRACE_SECONDS)
     if stop.signal is not None:
         # The designed stop: documented as exit status 0 (README, "Stopping").
         logger.info("vitalflow run: stopped after %s", stop.signal.name)
