@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.mqtt_inbox import MqttInbox
+from connectors.topic_matcher import without_matcher_cycles
 
 __all__ = [
     "MQTT_RECEIVED",
@@ -179,6 +180,8 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
+        if not without_matcher_cycles(self.client):
+            logger.debug("paho's topic matcher is not the one known: left as it is")
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
