@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -29,9 +29,10 @@ import orjson
 from flows.device_clock import ClockRule
 from flows.devices import ava4, kati, qube
 from flows.devices.gateway import UNKNOWN
+from flows.devices.nesting import too_deep
 from flows.devices.outcomes import NOT_DEVICE_DATA, NOTHING_TO_STORE
 from flows.model import ParsedMessage, ParseError
-from flows.redact import JSON_SCALARS, redact, safe_label
+from flows.redact import redact, safe_label
 
 __all__ = [
     "FAMILIES",
@@ -98,26 +99,6 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _too_deep(obj: object, limit: int) -> bool:
-    """Return True when `obj` nests containers more than `limit` levels deep."""
-    # Recursive, and a few times faster than a walk with its own stack: the recursion ends
-    # after `limit` levels whatever the payload, and `limit` is `MAX_DEPTH`.
-    if isinstance(obj, dict):
-        children: Iterable[object] = obj.values()
-    elif isinstance(obj, list):
-        children = obj
-    else:
-        return False
-    if limit < 1:
-        return True
-    for child in children:
-        if type(child) in JSON_SCALARS:
-            continue
-        if isinstance(child, dict | list) and _too_deep(child, limit - 1):
-            return True
-    return False
-
-
 def decode_payload(payload: bytes) -> dict[str, Any]:
     """Return the payload as a JSON object, or raise `ParseError("invalid_json")`."""
     if isinstance(payload, str):
@@ -137,7 +118,7 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     if not isinstance(decoded, dict):
         msg = f"payload is JSON but not an object (it is a {type(decoded).__name__})"
         raise ParseError("invalid_json", msg)
-    if _too_deep(decoded, MAX_DEPTH):
+    if too_deep(decoded, MAX_DEPTH):
         msg = f"payload nests deeper than {MAX_DEPTH} levels"
         raise ParseError("invalid_json", msg)
     return decoded

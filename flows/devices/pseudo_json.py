@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from flows.devices.nesting import too_deep
+
 __all__ = ["PseudoJsonError", "parse_pseudo_json"]
 
 _MAX_LENGTH = 8192
@@ -182,19 +184,8 @@ def _read_plainly(text: str) -> Any:
         value = orjson.loads(text.replace("'", '"'))
     except orjson.JSONDecodeError:
         return None
-    if value is None or _deeper_than(value, _MAX_DEPTH):
+    # The reader refuses a value inside a container at depth 8; `too_deep` also refuses an
+    # empty one there, which the reader then reads: the same outcome, the slow way.
+    if value is None or too_deep(value, _MAX_DEPTH):
         return None
     return value
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether anything in `value` sits more than `limit` containers deep (as the reader counts)."""
-    if isinstance(value, dict):
-        children: Any = value.values()
-    elif isinstance(value, list):
-        children = value
-    else:
-        return False
-    if limit < 1:
-        return len(children) > 0
-    return any(_deeper_than(child, limit - 1) for child in children)

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows import redact as redaction
-from flows.devices.parse_payload import MAX_DEPTH, ParseError, _too_deep, decode_payload
+from flows.devices.nesting import too_deep as _too_deep
+from flows.devices.parse_payload import MAX_DEPTH, ParseError, decode_payload
 from flows.redact import REDACTED, is_personal_key, redact
 
 
