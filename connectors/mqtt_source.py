@@ -30,6 +30,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
+from connectors.buffered_reads import BufferedClient
 from connectors.mqtt_inbox import MqttInbox
 from connectors.topic_matcher import without_matcher_cycles
 
@@ -173,7 +174,8 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self._closing = False
         self.emitted: list[tuple[int, int, int]] = []
         self.sealed: list[tuple[int, int, int]] = []
-        self.client = mqtt.Client(
+        # Many messages per read and per pass of paho's loop (connectors.buffered_reads).
+        self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
@@ -231,11 +233,11 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
 
     def _ack_sealed(self) -> None:
         current = self._generation
-        for generation, mid, qos in self.sealed:
-            # A mid from an earlier connection means another message now: the broker will
-            # redeliver that one on this connection, so it is acked when seen again.
-            if generation == current:
-                self.client.ack(mid, qos)
+        # A mid from an earlier connection means another message now: the broker will
+        # redeliver that one on this connection, so it is acked when seen again.
+        self.client.ack_all(
+            [(mid, qos) for generation, mid, qos in self.sealed if generation == current]
+        )
         self.sealed = []
 
     def _on_connect(
