@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,6 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.buffered_reads import CHUNK, MAX_PACKETS_PER_PASS, BufferedClient, BufferedSocket
+
+# The benchmark's publisher encodes PUBLISH packets (it has tests of its own).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from raw_publisher import publish_packet
 
 
 @pytest.fixture
@@ -110,21 +116,6 @@ def test_end_of_stream_and_nothing_to_read_come_from_the_socket(
     assert reader.fileno() == right.fileno()  # the rest is the socket's own
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _publish(topic: str, payload: bytes, mid: int) -> bytes:
-    encoded = topic.encode()
-    body = struct.pack("!H", len(encoded)) + encoded + struct.pack("!H", mid) + payload
-    return bytes([0x32]) + _remaining_length(len(body)) + body  # PUBLISH, QoS 1
-
-
 class ScriptedBroker:
     """Accepts one MQTT client, answers CONNECT, then sends `stream` in one write."""
 
@@ -195,7 +186,7 @@ def test_a_burst_arrives_whole_and_in_order(kind: type[mqtt.Client]) -> None:
     payloads = [f'{{"n":{i}}}'.encode() * (1 + i % 7) for i in range(2_500)]
     payloads[1_234] = b"x" * (3 * CHUNK + 17)  # across several buffers, as a 200 KB one is
     broker = ScriptedBroker(
-        b"".join(_publish(f"t/{i % 3}", p, i + 1) for i, p in enumerate(payloads))
+        b"".join(publish_packet(f"t/{i % 3}", p, i + 1) for i, p in enumerate(payloads))
     )
     client = _client(kind)
     passes = _passes(client)
@@ -212,7 +203,7 @@ def test_a_burst_arrives_whole_and_in_order(kind: type[mqtt.Client]) -> None:
 
 def test_a_pass_is_bounded_so_acks_are_not_held_back() -> None:
     count = 3 * MAX_PACKETS_PER_PASS
-    broker = ScriptedBroker(b"".join(_publish("t", b"p", i + 1) for i in range(count)))
+    broker = ScriptedBroker(b"".join(publish_packet("t", b"p", i + 1) for i in range(count)))
     client = _client(BufferedClient)
     acked: list[int] = []
 
