@@ -3,9 +3,10 @@
 paho 2.x reads a packet with at least three `recv` calls (its first byte, each byte of its
 remaining length, its body) and handles one packet per pass of its loop, each pass a
 `select`: four to five system calls for every device message, each releasing the
-interpreter lock, which the flow's worker thread holds most of the time. Measured in the
-running flow: paho's thread was ~10 % of a core at 1,450 msg/s, most of it those calls and
-the waits to get the lock back after each.
+interpreter lock, which the flow's worker thread holds most of the time. Measured: paho
+alone beside one busy Python thread took 1,927 queued messages a second, 10,855 with what
+follows (`tests/bench/bench_mqtt_receive.py`); in the flow at 1,000 msg/s its thread went
+from 10.1 to 7.9 % of a core (README, "Eighth sitting").
 
 `BufferedSocket` answers paho's small reads from one `recv` of up to `CHUNK` bytes and says
 what it holds through `pending()`, the method paho already asks of TLS sockets so that

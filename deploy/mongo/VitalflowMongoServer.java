@@ -694,7 +694,7 @@ public final class VitalflowMongoServer {
             }
             while (low <= high) {
                 Object other = keys[x];
-                int c = probe != null && other instanceof KeyValue ko && key != other
+                int c = probe != null && other instanceof KeyValue ko
                         ? ObjectDataType.compareNotNull(probe, bytes(ko))
                         : compare(key, other);
                 if (c > 0) {
