@@ -121,9 +121,13 @@ def build_flow(
     # worker routes to that worker (`flows.store_pipeline`), and the writes that can meet
     # across workers, a patient's `last_vitals`, are conditional statements the server
     # applies atomically.
-    if overlap:
+    # With recovery the store is one stateful step, its writes overlapped or inline: a
+    # snapshot taken with the overlap on is read on a resume with it off.
+    if settings.recovery_dir is not None:
         keyed = op.key_on("store_key", enriched, WorkerKey())
-        writes = PipelinedStore(partial(ObservationStore, database), settings.store_in_flight)
+        writes = PipelinedStore(
+            partial(ObservationStore, database), settings.store_in_flight, overlap=overlap
+        )
         stored = op.key_rm("store_unkey", op.stateful_batch("store", keyed, writes))
     else:
         stored = op.flat_map_batch("store", enriched, ObservationStore(database))

@@ -21,6 +21,13 @@ What keeps the guarantees:
   Without recovery a crash at that moment would lose their step events, so `flows.pipeline`
   overlaps only when recovery is on.
 
+With recovery on and the overlap off (`VITALFLOW_STORE_OVERLAP=false`, or a store that is
+not a server), the step is the same stateful step writing inline, in the worker
+(`PipelinedStore(..., overlap=False)`): a batch is emitted as soon as its writes return, and
+what a snapshot taken with the overlap on held over an epoch's end (a crash, then a restart
+with the overlap turned off) is still read and emitted on resume. A plain batch step there
+had no state to read it into, and those messages' step events were never sent.
+
 The state is kept under one key per worker: the de-dup key of the first envelope the worker's
 thread stored. Bytewax routes every stateful step's keys with the same hash, and every envelope
 reaching this step is on the worker that owns its device's de-dup key, so that key routes to
@@ -106,6 +113,9 @@ class StoreLogic(StatefulBatchLogic[Envelope, Envelope, list[Envelope]]):
         # memory holds at most that many batches and this one.
         out = self._emit(keep=self._most - 1)
         self._in_flight.append(self._write(values))
+        # A write done already (inline, without the overlap) is emitted now, not at a notify.
+        while self._in_flight and self._in_flight[0].done():
+            out.extend(self._in_flight.popleft().result())
         return out, StatefulBatchLogic.RETAIN
 
     @override
@@ -134,22 +144,33 @@ class StoreLogic(StatefulBatchLogic[Envelope, Envelope, list[Envelope]]):
 
 
 class PipelinedStore:
-    """The builder of the store step: a `StoreLogic` per key, one writer thread per worker."""
+    """The builder of the store step: a `StoreLogic` per key, one writer thread per worker.
 
-    def __init__(self, new_writer: Callable[[], Writer], most_in_flight: int = 2) -> None:
+    With `overlap=False` a batch is written inline, in the worker, before `on_batch` returns.
+    """
+
+    def __init__(
+        self, new_writer: Callable[[], Writer], most_in_flight: int = 2, *, overlap: bool = True
+    ) -> None:
         self._new_writer = new_writer
         self._most_in_flight = most_in_flight
+        self._overlap = overlap
         self._local = threading.local()
 
     def _submit(self, values: list[Envelope]) -> Future[list[Envelope]]:
         # Per worker thread: its own writer (store, connection, caches) and one thread, so a
         # worker's batches are written one after the other, in order.
-        if not hasattr(self._local, "executor"):
+        if not hasattr(self._local, "writer"):
             self._local.writer = self._new_writer()
+        writer: Writer = self._local.writer
+        if not self._overlap:  # a write that fails raises here, in the worker
+            written: Future[list[Envelope]] = Future()
+            written.set_result(list(writer(values)))
+            return written
+        if not hasattr(self._local, "executor"):
             self._local.executor = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="vitalflow-store-writer"
             )
-        writer: Writer = self._local.writer
         executor: ThreadPoolExecutor = self._local.executor
         return executor.submit(lambda: list(writer(values)))
 

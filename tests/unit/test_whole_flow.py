@@ -63,13 +63,17 @@ def _traffic(count: int) -> list[SimulatedMessage]:
     raise AssertionError("unreachable")
 
 
-def _run(database: Any, messages: list[SimulatedMessage]) -> tuple[list[dict], list[dict]]:
+def _run(
+    database: Any, messages: list[SimulatedMessage], recovery_dir: Path | None = None
+) -> tuple[list[dict], list[dict]]:
     now = datetime.now(UTC)
     deliveries = [MqttMessage(m.topic, m.payload, now) for m in messages]
     steps: list[tuple[str, tuple[str, bytes]]] = []
     letters: list[tuple[str, tuple[str, bytes]]] = []
+    # With a recovery directory the store is the stateful step writing inline (the graph a
+    # resume reads a snapshot into); Bytewax itself runs here without recovery either way.
     flow = build_flow(
-        Settings(recovery_dir=None),
+        Settings(recovery_dir=recovery_dir),
         source=TestingSource(deliveries),
         steps_sink=TestingSink(steps),
         dlq_sink=TestingSink(letters),
@@ -94,14 +98,18 @@ def _chains(events: list[dict]) -> dict[str, list[list[tuple[str, str]]]]:
     return chains
 
 
-def test_every_message_ends_its_chain_and_valid_readings_are_stored(database: Any) -> None:
+@pytest.mark.parametrize("store_step", ["plain", "stateful"])
+def test_every_message_ends_its_chain_and_valid_readings_are_stored(
+    database: Any, tmp_path: Path, store_step: str
+) -> None:
     world = roster(seed=11, patients=5)
     write_roster(database, world)
     messages = _traffic(120)
     categories = Counter(m.category for m in messages)
     assert {"valid", "duplicate", "malformed", "unknown_device"} <= set(categories)
 
-    events, letters = _run(database, messages)
+    recovery_dir = tmp_path / "recovery" if store_step == "stateful" else None
+    events, letters = _run(database, messages, recovery_dir)
 
     chains = _chains(events)
     assert sum(len(c) for c in chains.values()) == len(messages)
@@ -160,3 +168,24 @@ def test_a_second_run_of_the_same_traffic_stores_nothing_twice(database: Any) ->
 
     assert database.observations.count_documents({}) == stored
     assert any(e["data"]["step"] == "5_medical_stored" for e in events)
+
+
+def test_with_recovery_the_store_is_one_stateful_step_whether_it_overlaps_or_not(
+    tmp_path: Path,
+) -> None:
+    def store_steps(recovery_dir: Path | None, overlap: bool) -> list[str]:
+        flow = build_flow(
+            Settings(recovery_dir=recovery_dir, store_overlap=overlap),
+            source=TestingSource([]),
+            steps_sink=TestingSink([]),
+            dlq_sink=TestingSink([]),
+            alerts_sink=TestingSink([]),
+            database=lambda: None,  # never opened: the flow is only built
+        )
+        return [type(s).__name__ for s in flow.substeps if s.step_id == "vitalflow.store"]
+
+    stateful = ["stateful_batch"]
+    # A snapshot taken with the overlap on is read on a resume with it off: same step.
+    assert store_steps(tmp_path, overlap=True) == stateful
+    assert store_steps(tmp_path, overlap=False) == stateful
+    assert store_steps(None, overlap=True) == ["flat_map_batch"]
