@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,13 @@ def _measure(server: Server, work: list[list[Any]], write: Any) -> tuple[float, 
     )
 
 
+def _write_guarded(db: Any, chunk: list[UpdateOne]) -> None:
+    result = db.patients.bulk_write(chunk, ordered=False)
+    if result.modified_count != len(chunk):
+        msg = f"{result.modified_count} of {len(chunk)} guarded updates applied: guards missed"
+        raise RuntimeError(msg)
+
+
 def one_round(server: Server) -> dict[str, tuple[float, float]]:
     server.round += 1
     db, r = server.db, server.round
@@ -140,10 +148,12 @@ def one_round(server: Server) -> dict[str, tuple[float, float]]:
         observations.append(document)
     at = T0 + timedelta(hours=r)
     kinds = ["heart_rate", "blood_pressure", "spo2", "body_temperature"]
+    # As `flows.latest_vitals` writes: guarded on the `measured_at` the patient holds.
+    held: Any = {"$exists": False} if r == 1 else T0 + timedelta(hours=r - 1)
     guarded = [
         [
             UpdateOne(
-                {"_id": f"patient-{p:04d}"},
+                {"_id": f"patient-{p:04d}", f"last_vitals.{kind}.measured_at": held},
                 {
                     "$set": {
                         f"last_vitals.{kind}": {"measured_at": at, "value": 60 + r, "unit": "/min"}
@@ -171,9 +181,7 @@ def one_round(server: Server) -> dict[str, tuple[float, float]]:
             [observations[i : i + 1_600] for i in range(0, len(observations), 1_600)],
             lambda chunk: db.observations.insert_many(chunk, ordered=False),
         ),
-        "guarded $set, per statement": _measure(
-            server, guarded, lambda chunk: db.patients.bulk_write(chunk, ordered=False)
-        ),
+        "guarded $set, per statement": _measure(server, guarded, partial(_write_guarded, db)),
         "status upsert, per statement": _measure(
             server, status, lambda chunk: db.device_status.bulk_write(chunk, ordered=False)
         ),
