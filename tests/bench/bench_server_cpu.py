@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 import psutil
 from bench_store import T0, observation
-from private_mongo import free_port, mongo_home
+from private_mongo import PrivateMongoServer, mongo_home
 from process_cpu import cpu_seconds
 from pymongo import MongoClient, UpdateOne
 
@@ -48,35 +47,24 @@ INSERT_BATCHES = 4  # a round's observations: more fill the heap, and its collec
 SETTLE = 0.6  # s: the store commits every 200 ms in the background; its CPU belongs here
 
 
+# The local server's heap and collector (deploy/local/up), not the tests' small serial heap.
+LOCAL_JAVA_OPTIONS = (
+    "-Xms64m",
+    "-Xmx1536m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=100",
+    "-Xmn384m",
+)
+
+
 class Server:
     def __init__(self, classes: Path, workdir: Path) -> None:
-        home = mongo_home()
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                "java",
-                "-Xms64m",
-                "-Xmx1536m",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=100",
-                "-Xmn384m",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp",
-                f"{home}/libs/*:{classes}",
-                "VitalflowMongoServer",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--data",
-                str(workdir),
-            ],
-            stdout=(workdir.parent / f"{workdir.name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        self.private = PrivateMongoServer(workdir, classes=classes, java_options=LOCAL_JAVA_OPTIONS)
+        self.private.start()
+        assert self.private.process is not None
+        self.process = self.private.process
         self.ps = psutil.Process(self.process.pid)
-        self.client: MongoClient[Doc] = MongoClient(
-            f"mongodb://127.0.0.1:{self.port}", serverSelectionTimeoutMS=30000
-        )
-        self.client.admin.command("ping")
+        self.client: MongoClient[Doc] = MongoClient(self.private.url)
         self.db = self.client.vf_bench_server_cpu
         self.db.patients.insert_many(
             [
@@ -89,8 +77,7 @@ class Server:
 
     def stop(self) -> None:
         self.client.close()
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        self.private.stop()
 
 
 # The JVM's own threads: the JIT keeps compiling for minutes and the collector runs when it

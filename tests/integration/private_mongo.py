@@ -38,9 +38,21 @@ def mongo_home() -> Path:
 class PrivateMongoServer:
     """One mongo-java-server process; `backend` is ``h2`` (a file in workdir) or ``memory``."""
 
-    def __init__(self, workdir: Path, backend: str = "h2", port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        backend: str = "h2",
+        port: int | None = None,
+        *,
+        classes: Path | None = None,
+        java_options: tuple[str, ...] = ("-Xmx512m", "-XX:+UseSerialGC"),
+    ) -> None:
         self.port = port or free_port()
         self.backend = backend
+        # Another build of the launcher (a benchmark's before and after), and the JVM's heap
+        # and collector (a benchmark runs the local settings; tests a small serial heap).
+        self.classes = classes
+        self.java_options = java_options
         self.data = workdir / f"mongo-{backend}"
         self.data.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"mongo-{backend}.log"
@@ -52,16 +64,16 @@ class PrivateMongoServer:
 
     def start(self) -> None:
         home = mongo_home()
-        launcher = home / "classes/VitalflowMongoServer.class"
+        classes = self.classes or home / "classes"
+        launcher = classes / "VitalflowMongoServer.class"
         assert launcher.is_file(), f"{launcher} missing: run deploy/local/install mongo"
         self.process = subprocess.Popen(
             [
                 "java",
-                "-Xmx512m",
-                "-XX:+UseSerialGC",
+                *self.java_options,
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                 "-cp",
-                f"{home}/libs/*:{home}/classes",
+                f"{home}/libs/*:{classes}",
                 "VitalflowMongoServer",
                 "--listen",
                 f"127.0.0.1:{self.port}",
