@@ -50,7 +50,9 @@ def get_field(obj: object, path: str) -> Any:
     """
     current: Any = obj
     for key in path.split("."):
-        if not isinstance(current, Mapping):
+        # Decoded JSON is always a dict: checking that first skips the ABC machinery of
+        # `isinstance(..., Mapping)` (~0.3 us), paid per path step on every message.
+        if type(current) is not dict and not isinstance(current, Mapping):
             return None
         if key in current:
             current = current[key]
@@ -66,7 +68,7 @@ def get_field(obj: object, path: str) -> Any:
 def get_mapping(obj: object, path: str) -> Mapping[str, Any] | None:
     """Return the object at `path` when it is a JSON object, else None."""
     value = get_field(obj, path)
-    return value if isinstance(value, Mapping) else None
+    return value if type(value) is dict or isinstance(value, Mapping) else None
 
 
 def is_absent(value: object) -> bool:
