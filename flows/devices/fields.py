@@ -51,7 +51,7 @@ def get_field(obj: object, path: str) -> Any:
     current: Any = obj
     for key in path.split("."):
         # Decoded JSON is always a dict: checking that first skips the ABC machinery of
-        # `isinstance(..., Mapping)` (~0.3 us), paid per path step on every message.
+        # `isinstance(..., Mapping)`, paid per path step (~400,000 calls per 20,000 messages).
         if type(current) is not dict and not isinstance(current, Mapping):
             return None
         if key in current:
