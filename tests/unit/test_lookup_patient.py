@@ -129,12 +129,20 @@ class WholeReads(FakeCollection):
         return _Cursor(dict(d) for d in self.docs.values())
 
 
+def _registry_db(allowed: int) -> tuple[Any, list[tuple[str, list[str]]]]:
+    """A database whose device registry (imei:1 -> p1) can be read whole `allowed` times."""
+    log: list[tuple[str, list[str]]] = []
+    db = make_db([], log)
+    db["devices"] = WholeReads(
+        [{"_id": "imei:1", "patient_id": "p1"}], log, "devices", allowed=allowed
+    )
+    return db, log
+
+
 def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    log: list[tuple[str, list[str]]] = []
-    db = make_db([], log)
-    db["devices"] = WholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices", allowed=0)
+    db, log = _registry_db(allowed=0)
     lookup = PatientLookup(lambda: db, preload_max=1_000)  # type: ignore[arg-type,return-value]
     with caplog.at_level(logging.WARNING, logger="flows.lookup_patient"):
         [out] = lookup([envelope(["imei:1"])])
@@ -153,9 +161,7 @@ def test_a_refused_read_of_the_whole_registry_leaves_lookups_per_batch(
 def test_a_copy_of_the_registry_older_than_the_ttl_is_not_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    log: list[tuple[str, list[str]]] = []
-    db = make_db([], log)
-    db["devices"] = WholeReads([{"_id": "imei:1", "patient_id": "p1"}], log, "devices", allowed=1)
+    db, log = _registry_db(allowed=1)
     hospitals = [{"_id": "p1", "hospital_id": "h1"}, {"_id": "p2", "hospital_id": "h2"}]
     db["patients"] = WholeReads(hospitals, log, "patients", allowed=1)
     ttl = 1.0
