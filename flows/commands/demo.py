@@ -23,7 +23,6 @@ A part that dies on its own is reported, with the end of its log, and everything
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -41,6 +40,7 @@ from typing import IO, Any
 
 from connectors.embedded_broker import READY_PREFIX
 from flows.commands.seed import seed_registry
+from flows.parent_death import die_with_parent
 from flows.settings import Settings, without_password
 
 __all__ = ["run_demo"]
@@ -61,7 +61,6 @@ TERMINATE_GRACE = 1.5
 _POLL = 0.2
 _LOG_TAIL_LINES = 25
 
-_PR_SET_PDEATHSIG = 1
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -117,7 +116,8 @@ class _Supervisor:
             # Own process group: Ctrl-C in the terminal goes to the supervisor only, which
             # then stops the parts in order, and a part's whole group can be signalled.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # No part outlives the demo if it dies without stopping them (kill -9).
+            preexec_fn=die_with_parent,
         )
         child = _Child(name, process, log, log_file)
         self.children.append(child)
@@ -169,13 +169,6 @@ class _Supervisor:
             if child.process.stdout is not None:
                 child.process.stdout.close()
             child.log_file.close()
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to kill it if the supervisor
-    # dies without stopping it (kill -9), so no part outlives the demo.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

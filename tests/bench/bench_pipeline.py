@@ -69,6 +69,7 @@ from flows.commands.seed import device_documents, write_roster
 from flows.device_clock import ClockRule
 from flows.devices.parse_payload import parse_payload
 from flows.model import fingerprint
+from flows.parent_death import die_with_parent
 from flows.settings import DEFAULT_TOPICS, Settings
 from flows.simulator.device_roster import Roster, roster
 from flows.simulator.payload_factory import SimulatedMessage, payload_stream
@@ -669,6 +670,7 @@ class Bench:
                 "--kafka", self.args.kafka, "--topic", topic,
                 "--expect", str(count), "--result", str(result_file),
             ],
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         meter.add("naive listener", process.pid, from_zero=True)
         try:

@@ -36,6 +36,8 @@ import psutil
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
+from flows.parent_death import die_with_parent
+
 __all__ = ["main"]
 
 _LAUNCHER = """
@@ -131,6 +133,7 @@ def _produce(
     bootstrap: str, topic: str, events: int, rate: float, padding: int, results: Connection
 ) -> None:
     """Produce at a steady rate; send back when Kafka appended each event (its own process)."""
+    die_with_parent()
     appended: dict[bytes, float] = {}
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
     interval = 1.0 / rate
@@ -180,7 +183,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "VITALFLOW_AUTH": "off",
         "VF_BENCH_TUNING": json.dumps({"client_queue": args.client_queue}),
     }
-    api = subprocess.Popen([sys.executable, "-c", _LAUNCHER], cwd=_REPO_ROOT, env=env)
+    api = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER], cwd=_REPO_ROOT, env=env, preexec_fn=die_with_parent
+    )
     process = psutil.Process(api.pid)
     base = f"http://127.0.0.1:{port}"
     try:

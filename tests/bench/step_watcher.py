@@ -26,6 +26,8 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+from flows.parent_death import die_with_parent
+
 __all__ = ["TIMED_TOPIC", "SeenEvent", "StepWatcher"]
 
 # The configuration of the topics the watcher reads: records stamped when the broker appends.
@@ -70,6 +72,7 @@ def _watch(
     ended: Synchronized[int],
     ready: Event,
 ) -> None:
+    die_with_parent()  # a killed benchmark leaves no watcher polling Kafka
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,

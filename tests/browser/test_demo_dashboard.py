@@ -25,6 +25,8 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from flows.parent_death import die_with_parent
+
 pytestmark = pytest.mark.browser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +107,7 @@ def test_fresh_demo_shows_live_vitals_through_all_five_steps_within_a_minute(
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     try:
         # As a user: wait for the demo to print the dashboard's address, then open it.

@@ -30,6 +30,7 @@ import pytest
 from pymongo import MongoClient
 
 from flows.model import Step
+from flows.parent_death import die_with_parent
 from sinks.embedded_store import open_embedded_database
 from sinks.sqlite_event_log import SqliteEventLog
 
@@ -182,6 +183,7 @@ def demo_running(
             stderr=subprocess.STDOUT,
             # As in a terminal: the demo's own group, so the test can Ctrl-C it alone.
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     run = DemoRun(
         process=process,

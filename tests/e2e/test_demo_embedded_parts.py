@@ -22,6 +22,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from connectors.embedded_broker import READY_PREFIX
+from flows.parent_death import die_with_parent
 from sinks.embedded_store import EmbeddedDatabase, open_embedded_database
 from sinks.mongo_database import open_database
 
@@ -214,6 +215,7 @@ def start_embedded_broker() -> subprocess.Popen[str]:
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
 
 

@@ -31,6 +31,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from connectors.mqtt_source import MqttTarget
+from flows.parent_death import die_with_parent
 from flows.settings import DEFAULT_TOPICS
 from sinks.kafka_writer import CLOUDEVENTS_JSON, PLAIN_JSON
 
@@ -156,6 +157,7 @@ class FlowUnderTest:
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def kill(self) -> None:
@@ -408,6 +410,7 @@ class ClusterUnderTest:
                     stdout=log.open("wb"),
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
             )
             self.metrics_ports.append(port)

@@ -17,6 +17,8 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from flows.parent_death import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -84,6 +86,7 @@ class PrivateMongoServer:
             ],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         client: MongoClient[dict[str, Any]] = MongoClient(self.url, serverSelectionTimeoutMS=30000)
         try:

@@ -36,6 +36,7 @@ from api.hub import StreamTuning
 from api.position import Position
 from api.server import serve_in_thread
 from flows.model import Step
+from flows.parent_death import die_with_parent
 from flows.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,12 @@ def api_process(
         "VF_TEST_TUNING": json.dumps(tuning or {}),
         **env,
     }
-    process = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=REPO_ROOT, env=environment)
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER],
+        cwd=REPO_ROOT,
+        env=environment,
+        preexec_fn=die_with_parent,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -25,6 +25,8 @@ from pipeline_harness import (
     wait_for,
 )
 
+from flows.parent_death import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -58,6 +60,7 @@ class PrivateMosquitto:
             [self.binary, "-c", str(self.config)],
             stdout=(self.workdir / "mosquitto.log").open("ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline_harness import FlowUnderTest, publish, wait_for
 
 from flows.model import fingerprint
+from flows.parent_death import die_with_parent
 
 
 def _json_lines(text: str) -> list[dict[str, str]]:
@@ -69,6 +70,7 @@ def test_the_api_logs_json_lines_uvicorns_included(tmp_path: Path) -> None:
             cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
     try:
         deadline = time.monotonic() + 60

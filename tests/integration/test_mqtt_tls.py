@@ -28,6 +28,7 @@ from pipeline_harness import FlowUnderTest, bp_message, register_bp_patient, wai
 from test_broker_restart import free_port
 
 from connectors.mqtt_publisher import MqttPublisher, MqttPublishError
+from flows.parent_death import die_with_parent
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,10 @@ def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
     log = tmp_path / "mosquitto.log"
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     process = subprocess.Popen(
-        [binary, "-c", str(config)], stdout=log.open("ab"), stderr=subprocess.STDOUT
+        [binary, "-c", str(config)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
     broker = TlsBroker(port, ca, process, log)
     try:
