@@ -136,5 +136,6 @@ def _as_duplicate(envelope: Envelope, count: int) -> Envelope:
         patient_id=None,
         hospital_id=None,
         observations=[],
+        reading_patients=(),
         delivery_number=count,
     )

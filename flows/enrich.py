@@ -22,17 +22,21 @@ def observation_id(message_id: str, index: int) -> str:
 
 def enrich_envelope(envelope: Envelope, thresholds: Thresholds) -> Envelope:
     """Turn the readings of an envelope whose patient is known into observation documents."""
-    if envelope.finished or envelope.parsed is None or envelope.patient_id is None:
+    owners = envelope.reading_patients
+    if envelope.finished or envelope.parsed is None or (envelope.patient_id is None and not owners):
         return envelope
     delivery = envelope.delivery
     documents: list[dict[str, Any]] = []
     for index, reading in enumerate(envelope.parsed.readings):
         clinical = enrich_reading(reading, thresholds)
+        patient_id, hospital_id = (
+            owners[index] if owners else (envelope.patient_id, envelope.hospital_id)
+        )
         documents.append(
             {
                 "_id": observation_id(delivery.message_id, index),
-                "patient_id": envelope.patient_id,
-                "hospital_id": envelope.hospital_id,
+                "patient_id": patient_id,
+                "hospital_id": hospital_id,
                 "kind": str(reading.kind),
                 "device_type": envelope.device_type,
                 "device_id": envelope.device_id,

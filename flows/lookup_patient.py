@@ -26,7 +26,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from flows.model import Envelope, Step, StepOutcome, StepStatus
+from flows.model import Envelope, Reading, Step, StepOutcome, StepStatus
 from sinks.mongo_database import mongo_call
 
 __all__ = ["PatientLookup", "RegistryCopy", "mask_key"]
@@ -118,6 +118,10 @@ class PatientLookup:
             return batch
         copy = self._fresh_copy()
         keys = {k for e in pending if e.parsed for k in e.parsed.lookup_keys}
+        # Readings that name their own patient (AVA4 cuffs behind a shared gateway).
+        keys.update(
+            k for e in pending if e.parsed for r in e.parsed.readings for k in r.patient_keys
+        )
         devices = _answer_from(copy.patient_of if copy else None, keys)
         devices.update(
             self._resolve(self._devices, "devices", keys - devices.keys(), _device_patient)
@@ -216,11 +220,15 @@ class PatientLookup:
 
     @staticmethod
     def _decide(envelope: Envelope, devices: dict[str, Any], hospitals: dict[str, Any]) -> Envelope:
-        keys = envelope.parsed.lookup_keys if envelope.parsed else []
+        parsed = envelope.parsed
+        keys = parsed.lookup_keys if parsed else []
         now = datetime.now(UTC)
         for key in keys:
             patient_id = devices.get(key)
             if patient_id is not None:
+                owners = _reading_owners(parsed.readings, devices, patient_id) if parsed else None
+                if owners is not None:
+                    return _shared(envelope, key, owners, hospitals, now)
                 hospital_id = hospitals.get(patient_id)
                 outcome = StepOutcome(
                     step=Step.LOOKUP,
@@ -252,6 +260,63 @@ class PatientLookup:
             processed_data={"tried_keys": masked},
         )
         return envelope.replace(outcomes=[*envelope.outcomes, outcome])
+
+
+def _reading_owners(
+    readings: list[Reading], devices: dict[str, Any], patient_id: str
+) -> list[str] | None:
+    """Return each reading's patient when they are not all `patient_id`'s, else None.
+
+    A reading's patient is the first of its own `patient_keys` that is registered; a reading
+    none of whose keys is (or that names none) is the message's patient, `patient_id`.
+    """
+    owners: list[str] = []
+    shared = False
+    for reading in readings:
+        owner = patient_id
+        for key in reading.patient_keys:
+            found = devices.get(key)
+            if found is not None:
+                owner = found
+                break
+        shared = shared or owner != patient_id
+        owners.append(owner)
+    return owners if shared else None
+
+
+def _shared(
+    envelope: Envelope,
+    matched: str,
+    owners: list[str],
+    hospitals: dict[str, Any],
+    now: datetime,
+) -> Envelope:
+    """Return the outcome of a message whose readings belong to several patients.
+
+    Each reading is stored as its own patient's; the message, and so its step events, names
+    no one patient (`patient_id` None), only a hospital if they all share it: a viewer
+    scoped to one of them must not get an event that carries another's readings.
+    """
+    pairs = tuple((owner, hospitals.get(owner)) for owner in owners)
+    hospital_ids = {hospital for _, hospital in pairs}
+    hospital_id = hospital_ids.pop() if len(hospital_ids) == 1 else None
+    outcome = StepOutcome(
+        step=Step.LOOKUP,
+        status=StepStatus.SUCCESS,
+        at=now,
+        processed_data={
+            "matched_key": mask_key(matched),
+            "patient_id": None,
+            "hospital_id": hospital_id,
+            "patient_ids": sorted(set(owners)),
+        },
+    )
+    return envelope.replace(
+        patient_id=None,
+        hospital_id=hospital_id,
+        reading_patients=pairs,
+        outcomes=[*envelope.outcomes, outcome],
+    )
 
 
 def _whole_registry(db: Database[dict[str, Any]], most: int, read_at: float) -> RegistryCopy | None:

@@ -108,7 +108,7 @@ class ObservationStore:
         for position, envelope in enumerate(ready):
             kinds = set()
             for doc in envelope.observations:
-                target = (str(envelope.patient_id), doc["kind"])
+                target = (str(doc["patient_id"]), doc["kind"])
                 kinds.add(doc["kind"])
                 if target not in newest or doc["measured_at"] >= newest[target]["measured_at"]:
                     newest[target] = doc

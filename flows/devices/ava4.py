@@ -6,7 +6,10 @@ from the cloud, not device data). A measurement message names its device in
 the sub-device's BLE address (`ble_addr`) and its own `scan_time`.
 
 Patient look-up keys, most specific first: every sub-device (`ble:<MAC>`) in the message,
-then the gateway (`gateway:<MAC>`), which deployments assign to one patient's home.
+then the gateway (`gateway:<MAC>`), which deployments assign to one patient's home. Each
+reading also names its own: its sub-device, then the gateway. A gateway can serve a
+household, so readings of one message can belong to different patients
+(`flows.lookup_patient`).
 """
 
 from __future__ import annotations
@@ -105,16 +108,16 @@ def parse(
         msg = f"AVA4 {screened.attribute} message has no 'data.value.device_list' array"
         raise ParseError("missing_field", msg)
     message_time = parse_epoch_seconds(get_field(obj, "time"))
+    gateway_key = IdKind.GATEWAY.key(screened.mac)
     readings: list[Reading] = []
     ble_keys: list[str] = []
     for index, item in enumerate(items):
         item_readings, ble_key = _item_readings(
-            screened, index, item, message_time, received_at, clock
+            screened, index, item, message_time, received_at, clock, gateway_key
         )
         readings.extend(item_readings)
         if ble_key is not None and ble_key not in ble_keys:
             ble_keys.append(ble_key)
-    gateway_key = IdKind.GATEWAY.key(screened.mac)
     if not readings:
         # An empty scan result: the gateway is alive but measured nothing.
         status = gateway_status(obj, screened.mac)
@@ -135,6 +138,7 @@ def _item_readings(
     message_time: datetime | None,
     received_at: datetime,
     clock: ClockRule,
+    gateway_key: str,
 ) -> tuple[list[Reading], str | None]:
     """Return the readings of one `device_list` item and its sub-device key."""
     context = f"AVA4 {screened.attribute} device_list[{index}]"
@@ -157,5 +161,6 @@ def _item_readings(
         measured_at=measured_time(device_time, received_at, clock),
         device_time=device_time,
         sub_device=ble_key,
+        patient_keys=(ble_key, gateway_key) if ble_key else (gateway_key,),
     )
     return readings, ble_key

@@ -160,6 +160,7 @@ def readings_from(
     measured_at: datetime,
     device_time: datetime | None,
     sub_device: str | None = None,
+    patient_keys: tuple[str, ...] = (),
 ) -> list[Reading]:
     """Return the reading `spec` describes in `item`, plus its derived heart-rate reading."""
     read = read_kind(item, spec, context, required=required)
@@ -174,6 +175,7 @@ def readings_from(
             device_time=device_time,
             sub_device=sub_device,
             attributes=attributes,
+            patient_keys=patient_keys,
         )
     ]
     if spec.heart_rate_from is not None and spec.heart_rate_from in values:
@@ -185,6 +187,7 @@ def readings_from(
                 device_time=device_time,
                 sub_device=sub_device,
                 attributes={"derived_from": str(spec.kind)},
+                patient_keys=patient_keys,
             )
         )
     return readings
