@@ -3,7 +3,11 @@
 The Qube-Vital kiosk sends the patient's citizen ID (`citiz`), names (`nameTH`, `nameEN`),
 birth date (`brith`, sic) and gender with every reading. DESIGN.md: personal data never
 appears in clear in an event or a log. `redact` replaces the value of every such key, at any
-depth, with `"[redacted]"` and leaves everything else as it was.
+depth, with `"[redacted]"`, and every text holding a run of exactly 13 digits (a citizen ID,
+whatever key it came under), and leaves everything else as it was.
+
+Keys are compared by their letters and digits alone, case-folded: a firmware that writes
+`"citiz "`, `Citiz_ID`, `citizen-id` or `birthday` is redacted as `citiz` and `brith` are.
 
 Device labels (`name` of a gateway or kiosk, e.g. "AVA4-No.1") are not personal data and are
 kept: operators need them to find a device.
@@ -13,54 +17,69 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from typing import Any
 
-__all__ = ["JSON_SCALARS", "PERSONAL_KEYS", "REDACTED", "is_personal_key", "redact", "safe_label"]
+__all__ = [
+    "JSON_SCALARS",
+    "REDACTED",
+    "is_label",
+    "is_personal_key",
+    "redact",
+    "safe_label",
+]
 
 REDACTED = "[redacted]"
 
-# Compared case-insensitively. "cid" is deliberately absent: in a watch's LBS block it is the
-# mobile cell id, not a citizen id.
-PERSONAL_KEYS = frozenset(
-    {
-        "citiz",
-        "citizen_id",
-        "citizenid",
-        "id_card",
-        "idcard",
-        "national_id",
-        "nameth",
-        "nameen",
-        "name_th",
-        "name_en",
-        "first_name",
-        "firstname",
-        "last_name",
-        "lastname",
-        "surname",
-        "full_name",
-        "fullname",
-        "patient_name",
-        "brith",
-        "dob",
-        "date_of_birth",
-        "gender",
-        "sex",
-    }
+# Keys whose values are personal data, by their letters and digits alone, case-folded: a key
+# is personal when its own are one of the exact ones or begin with one of the prefixes. "cid"
+# is deliberately absent: in a watch's LBS block it is the mobile cell id, not a citizen id;
+# so is "name": a gateway's or kiosk's name is its label.
+_PERSONAL_EXACT = frozenset({"dob", "sex"})
+_PERSONAL_PREFIXES = (
+    "citiz",
+    "idcard",
+    "nationalid",
+    "nameth",
+    "nameen",
+    "firstname",
+    "lastname",
+    "surname",
+    "fullname",
+    "patientname",
+    "brith",
+    "birth",
+    "dateofbirth",
+    "gender",
 )
-_PERSONAL_PREFIXES = ("birth",)
+# A Thai citizen ID: 13 digits, alone or inside a text (not part of a longer number: an IMEI
+# has 15, an ICCID 19-20). Epoch milliseconds sent as text have 13 digits too; they lose only
+# their place in the event's copy of the payload, not in what is stored.
+_CITIZEN_ID = re.compile(r"(?<!\d)\d{13}(?!\d)|(?<!\d)\d-\d{4}-\d{5}-\d{2}-\d(?!\d)")
+_ID_CHARS = 13
 # What device, attribute and message-type names look like: ASCII words, no long digit runs
 # (citizen IDs, birth dates and phone numbers are digit runs; names have `#`, `.` or Thai).
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 _/\-]{0,39}")
 _DIGIT_RUN = re.compile(r"[0-9]{5,}")
+# ...or romanised, as words of letters alone: "Somchai", "Somchai Jaidee", "somchai jaidee".
+# Device labels have an upper-case run, an underscore, a digit or an inner capital
+# ("Oximeter JUMPER", "HB_Msg", "reportAttribute"); one lower-case word ("sleepdata") is shown.
+_NAME_WORDS = re.compile(r"[A-Z][a-z]+(?: [A-Za-z][a-z]*)*|[a-z]+(?: [A-Za-z][a-z]*)+")
 
 
 def is_personal_key(key: object) -> bool:
     """Return True when the value under `key` is personal data."""
     if not isinstance(key, str):
         return False
-    folded = key.casefold()
-    return folded in PERSONAL_KEYS or folded.startswith(_PERSONAL_PREFIXES)
+    letters = "".join(c for c in unicodedata.normalize("NFKC", key).casefold() if c.isalnum())
+    return letters in _PERSONAL_EXACT or letters.startswith(_PERSONAL_PREFIXES)
+
+
+def _text(value: str) -> str:
+    """Return `value`, or `[redacted]` if it holds a citizen ID."""
+    if len(value) >= _ID_CHARS and _CITIZEN_ID.search(value):
+        return REDACTED
+    return value
 
 
 # Payloads repeat the same few dozen keys, and casefolding each one cost more than the rest of
@@ -107,7 +126,7 @@ def _copy(obj: Any, budget: int) -> Any:
     # iterative walk; anything else, and whatever lies deeper than `budget`, goes to the walk,
     # which gives the same result.
     kind = type(obj)
-    if kind in JSON_SCALARS:
+    if kind in JSON_SCALARS and kind is not str:
         return obj
     if budget <= 0:
         return _walk(obj)
@@ -121,13 +140,17 @@ def _copy(obj: Any, budget: int) -> Any:
                 personal = _personal(key)
             if personal:
                 copied[key] = REDACTED
+            elif type(value) is str:
+                copied[key] = _text(value)
             elif type(value) in JSON_SCALARS:
                 copied[key] = value
             else:
                 copied[key] = _copy(value, budget - 1)
         return copied
+    if kind is str:
+        return _text(obj)
     if kind is list or kind is tuple:
-        return [value if type(value) in JSON_SCALARS else _copy(value, budget - 1) for value in obj]
+        return [_copy(value, budget - 1) for value in obj]
     return _walk(obj)
 
 
@@ -155,7 +178,9 @@ def _walk(obj: Any) -> Any:
             items: list[Any] = [None] * len(source)
             target[slot] = items
             pending.extend((value, items, index) for index, value in enumerate(source))
-        elif isinstance(source, str | int | float | bool) or source is None:
+        elif isinstance(source, str):
+            target[slot] = _text(source)
+        elif isinstance(source, int | float | bool) or source is None:
             target[slot] = source
         else:
             target[slot] = copy.deepcopy(source)
@@ -169,6 +194,11 @@ def safe_label(text: str) -> str:
     operator can act; but the text comes from the payload, and a broken device could put a
     patient's ID or name there. Only label-shaped text is echoed.
     """
-    if _LABEL.fullmatch(text) and not _DIGIT_RUN.search(text):
-        return repr(text)
-    return "(name not shown)"
+    return repr(text) if is_label(text) else "(name not shown)"
+
+
+def is_label(text: str) -> bool:
+    """Return True if `text` looks like a device, attribute or message-type name, not a person's."""
+    return bool(
+        _LABEL.fullmatch(text) and not _DIGIT_RUN.search(text) and not _NAME_WORDS.fullmatch(text)
+    )

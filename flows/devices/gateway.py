@@ -17,7 +17,7 @@ from flows.devices.identifiers import IdKind, normalise_mac
 from flows.devices.outcomes import not_device_data, status_only
 from flows.devices.table import AttributeTable, KindSpec
 from flows.model import DeviceStatus, ParsedMessage, ParseError
-from flows.redact import safe_label
+from flows.redact import is_label, safe_label
 
 __all__ = [
     "GATEWAY_MAC_FIELDS",
@@ -33,6 +33,8 @@ __all__ = [
 # Where the gateway's own MAC may be, in order of trust.
 GATEWAY_MAC_FIELDS = ("mac", "data.mac", "deviceCode")
 UNKNOWN = "unknown"
+# A message type that might be a person's name (`flows.redact.is_label`), as reported.
+NOT_SHOWN = "(not shown)"
 _STATUS_TYPES = frozenset({"hb_msg", "reportmsg"})
 _MEASUREMENT_TYPES = frozenset({"reportattribute", "cmdresult"})
 _COMMAND_RESULT = "cmdresult"
@@ -104,8 +106,10 @@ def screen_gateway_message(
     `command` is True when the topic itself says the message goes to the gateway.
     Raises `ParseError` when the message is neither and cannot be read.
     """
-    kind = get_text(obj, "type") or UNKNOWN
-    folded = kind.casefold()
+    sent = get_text(obj, "type") or UNKNOWN
+    folded = sent.casefold()
+    # What the message calls itself goes into step events: a device's own word only.
+    kind = sent if is_label(sent) else NOT_SHOWN
     if command or is_cloud_command(obj):
         return not_device_data(device_type, find_gateway_mac(obj) or UNKNOWN, kind)
     mac = require_gateway_mac(obj, device_type)
@@ -116,9 +120,9 @@ def screen_gateway_message(
         return status_only(device_type, mac, kind, gateway_status(obj, mac), [gateway_key])
     if attribute is None:
         if folded in _MEASUREMENT_TYPES:
-            msg = f"{device_type} {safe_label(kind)} message has no 'data.attribute'"
+            msg = f"{device_type} {safe_label(sent)} message has no 'data.attribute'"
             raise ParseError("missing_field", msg)
-        msg = f"{device_type} message type {safe_label(kind)} is not one vitalflow understands"
+        msg = f"{device_type} message type {safe_label(sent)} is not one vitalflow understands"
         raise ParseError("unsupported_message", msg)
     spec = table.find(attribute)
     if spec is None:

@@ -242,10 +242,13 @@ def _sleep_window(window: str | None, stamp: datetime | None) -> dict[str, str]:
     if max(start_h, end_h) > 23 or max(start_m, end_m) > 59:
         return {}
     start = stamp.replace(hour=start_h, minute=start_m, second=0, microsecond=0)
-    if start > stamp:
-        start -= timedelta(days=1)
     length = timedelta(hours=end_h, minutes=end_m) - timedelta(hours=start_h, minutes=start_m)
-    end = start + length % timedelta(days=1)
+    try:
+        if start > stamp:
+            start -= timedelta(days=1)
+        end = start + length % timedelta(days=1)
+    except OverflowError:  # a watch clock at year 1 or 9999: a window that cannot be placed
+        return {}
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 

@@ -243,6 +243,15 @@ def test_sleep_with_unreadable_window_keeps_the_window_text_only() -> None:
     assert parsed.readings[0].attributes == {"stages": "11", "window": "late"}
 
 
+@pytest.mark.parametrize("stamp", ["31/12/9999 23:59:59", "01/01/0001 00:00:00"])
+def test_sleep_at_the_ends_of_the_calendar_is_read_without_its_window(stamp: str) -> None:
+    # A watch clock at year 1 or 9999: the window cannot be placed around it (it overflowed).
+    sleep = {"timeStamps": stamp, "time": "2200@0700", "data": "0000011112222", "num": 13}
+    parsed = watch("sleepdata", sleep=sleep)
+    assert parsed.readings[0].values["duration_minutes"] == 65
+    assert "start" not in parsed.readings[0].attributes
+
+
 @pytest.mark.parametrize(
     ("topic", "event"), [("SOS", "sos"), ("sos", "sos"), ("fallDown", "fall"), ("FALLDOWN", "fall")]
 )

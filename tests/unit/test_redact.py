@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flows.device_clock import ClockRule
+from flows.devices.parse_payload import parse_payload
 from flows.redact import REDACTED, redact, safe_label
 
+RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))
 QUBE = {
     "mac": "e4:5f:01:ed:82:59",
     "citiz": "3570300400000",
@@ -102,3 +106,72 @@ def test_deeply_nested_payload_is_redacted_without_recursion_error() -> None:
 )
 def test_only_name_shaped_text_is_echoed_in_error_messages(text: str, shown: str) -> None:
     assert safe_label(text) == shown
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "citiz ",
+        "Citiz_ID",
+        "citizen-id",
+        "CitizenNo",
+        "ci\u200btiz",  # a zero-width space inside
+        "\uff43\uff49\uff54\uff49\uff5a",  # fullwidth "citiz"
+        "nameEN ",
+        "name_th",
+        "brithday",
+        "Birth Date",
+        "gender_code",
+    ],
+)
+def test_personal_keys_are_known_by_their_letters_whatever_the_firmware_adds(key: str) -> None:
+    assert redact({"data": {key: "Somchai"}}) == {"data": {key: REDACTED}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["3570300400000", "1-2345-67890-12-3", "card 3570300400000 read", "\u0e53" * 13],
+)
+def test_a_citizen_id_is_redacted_under_any_key(text: str) -> None:
+    assert redact({"mac": text, "list": [text]}) == {"mac": REDACTED, "list": [REDACTED]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["861265061482607", "89660012345678901234", "1752396600", "AA:BB:CC:DD:EE:FF", "120"],
+)
+def test_other_numbers_are_kept(text: str) -> None:
+    # An IMEI (15 digits), an ICCID (20), epoch seconds, a MAC, a value.
+    assert redact({"mac": text}) == {"mac": text}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Somchai", False),
+        ("Somchai Jaidee", False),
+        ("somchai jaidee", False),
+        ("Mr Somchai Jaidee", False),
+        ("sleepdata", True),
+        ("reportAttribute", True),
+        ("HB_Msg", True),
+        ("WBP BIOLIGHT", True),
+        ("Contour_Elite", True),
+    ],
+)
+def test_romanised_names_are_not_taken_for_labels(text: str, shown: bool) -> None:
+    assert (safe_label(text) == repr(text)) is shown
+
+
+def test_a_message_type_that_may_be_a_name_is_not_reported() -> None:
+    payload = {
+        "time": 1739360702,
+        "mac": "e4:5f:01:ed:82:59",
+        "type": "Somchai Jaidee",
+        "citiz": "3570300400000",
+        "data": {"attribute": "WBP_JUMPER", "value": {"bp_high": 120, "bp_low": 78, "pr": 71}},
+    }
+    received = datetime(2025, 2, 12, 12, 0, tzinfo=UTC)
+    parsed = parse_payload("CM4_BLE_GW_TX", json.dumps(payload).encode(), received, RULE)
+    assert parsed.message_kind == "(not shown)"
+    assert len(parsed.readings) == 2  # the reading itself is read as before
