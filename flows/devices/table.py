@@ -141,6 +141,8 @@ def read_kind(
                 raise ParseError("missing_field", msg)
             continue
         values[value.name] = _normalise(value, field, raw, context)
+    if spec.kind is ObservationKind.BLOOD_PRESSURE:
+        _check_pressures(values, context)
     attributes: dict[str, str] = {}
     for attribute in spec.attributes:
         for name in attribute.fields:
@@ -149,6 +151,16 @@ def read_kind(
                 attributes[attribute.name] = text
                 break
     return values, attributes
+
+
+def _check_pressures(values: dict[str, float | int], context: str) -> None:
+    # Each pressure can be plausible alone and the pair impossible: a diastolic at or above
+    # the systolic is a swapped pair or a failed measurement, and stored it would be flagged
+    # (and alerted) as hypertension.
+    systolic, diastolic = values.get("systolic"), values.get("diastolic")
+    if systolic is not None and diastolic is not None and diastolic >= systolic:
+        msg = f"{context}: the diastolic pressure is not below the systolic"
+        raise ParseError("out_of_range", msg)
 
 
 def readings_from(

@@ -117,6 +117,11 @@ def test_utf8_byte_order_mark_is_tolerated() -> None:
         ("iMEDE_watch/VitalSign", {"IMEI": IMEI, "spO2": 5}, "out_of_range"),
         (
             "iMEDE_watch/VitalSign",
+            {"IMEI": IMEI, "bloodPressure": {"bp_sys": 70, "bp_dia": 110}},
+            "out_of_range",
+        ),
+        (
+            "iMEDE_watch/VitalSign",
             {"IMEI": IMEI, "bloodPressure": {"bp_sys": 120}},
             "missing_field",
         ),
@@ -144,6 +149,9 @@ def test_message_that_cannot_be_understood_gives_its_error_code(
         ({"bp_high": 400, "bp_low": 80}, "out_of_range"),
         ({"bp_high": 120, "bp_low": 5}, "out_of_range"),
         ({"bp_high": 120, "bp_low": 80, "PR": 0}, "out_of_range"),
+        # Each plausible alone, impossible together (swapped, or a failed measurement).
+        ({"bp_high": 80, "bp_low": 120}, "out_of_range"),
+        ({"bp_high": 90, "bp_low": 90}, "out_of_range"),
         ("120/80", "invalid_value"),
         ({"bp_high": 120, "bp_low": 80, "ble_addr": "zz"}, "invalid_identifier"),
     ],
