@@ -26,7 +26,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from flows.model import Envelope, Reading, Step, StepOutcome, StepStatus
+from flows.model import Envelope, Reading, Step, StepOutcome, StepStatus, mask_key
 from sinks.mongo_database import mongo_call
 
 __all__ = ["PatientLookup", "RegistryCopy", "mask_key"]
@@ -37,14 +37,6 @@ _MISSING = object()
 # After a failed read of the whole registry, how long to look up per batch before trying
 # again (the failure is logged each time).
 _RELOAD_RETRY_SECONDS = 5.0
-
-
-def mask_key(key: str) -> str:
-    """Return a registry key fit for events and logs: citizen IDs are personal data."""
-    kind, _, _ = key.partition(":")
-    if kind == "citizen_id":
-        return "citizen_id:[redacted]"
-    return key
 
 
 class _TtlCache:

@@ -27,6 +27,7 @@ __all__ = [
     "StepOutcome",
     "StepStatus",
     "fingerprint",
+    "mask_key",
 ]
 
 
@@ -67,6 +68,14 @@ class ObservationKind(StrEnum):
     SLEEP = "sleep"
     LOCATION = "location"
     EMERGENCY = "emergency"
+
+
+def mask_key(key: str) -> str:
+    """Return a registry key (`<id_kind>:<id>`) fit to show: citizen IDs are personal data."""
+    kind, _, _ = key.partition(":")
+    if kind == "citizen_id":
+        return "citizen_id:[redacted]"
+    return key
 
 
 def fingerprint(topic: str, payload: bytes) -> str:

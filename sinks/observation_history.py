@@ -157,6 +157,7 @@ class HistoryCursor:
             or len(value) != len(("measured_at", "_id"))
             or not isinstance(value[0], int)
             or isinstance(value[0], bool)
+            or not _MIN_MS <= value[0] <= _MAX_MS
             or not isinstance(value[1], str)
         ):
             msg = "malformed cursor: pass back the next_cursor of a previous page unchanged"
@@ -198,6 +199,9 @@ class ObservationQuery:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What a cursor's time may be: a date Python holds (a tampered one would overflow `timedelta`).
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _NEWEST_FIRST = [("measured_at", DESCENDING), ("_id", DESCENDING)]
 
 

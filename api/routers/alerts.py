@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from api.auth import Access, require_access
 from api.history_access import check_patient, get_database, store_errors
+from api.query_times import as_utc
 from flows.alerts import EMERGENCY_CODES, alert_kind
 from flows.alerts import alert_id as id_of_alert
 
@@ -109,6 +110,7 @@ class AckRequest(BaseModel):
         401: {"description": "Token missing, malformed, badly signed or expired"},
         403: {"description": "`patient_id` names a patient outside the token's scope"},
         404: {"description": "`patient_id` names no patient"},
+        422: {"description": "Unknown state, bad limit, or a `since` UTC cannot hold"},
         503: {"description": "The store is unreachable"},
     },
 )
@@ -120,16 +122,13 @@ def list_alerts(
     ),
     patient_id: Annotated[str | None, Query(description="Only this patient's alerts")] = None,
     since: Annotated[
-        datetime | None, Query(description="Measured at or after (default: 24 h ago)")
+        datetime | None,
+        Query(description="Measured at or after (ISO 8601, UTC if naive; default: 24 h ago)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ALERTS)] = 100,
 ) -> AlertList:
     """List the alerts the token may see, with who acknowledged each."""
-    start = since or datetime.now(UTC) - timedelta(hours=24)
-    if start.tzinfo is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, detail="`since` needs a time zone"
-        )
+    start = as_utc("since", since) or datetime.now(UTC) - timedelta(hours=24)
     conditions: list[Document] = [{"alert": True}, {"measured_at": {"$gte": start}}]
     if patient_id is not None:
         check_patient(patient_id, access, db)

@@ -5,18 +5,24 @@ Same scopes as the rest of the API. Search parameters: `patient` (required: `X` 
 (repeatable, prefixes `ge`, `gt`, `le`, `lt`, `eq` or none; `YYYY`, `YYYY-MM`, `YYYY-MM-DD`
 or a full date-time, each meaning its whole range as FHIR says), `_count` (at most 1000;
 more is served as 1000, as FHIR lets a server do), and `_cursor`, which only the `next` link
-carries. Matches come newest first. A bad parameter is a 400 with an `OperationOutcome`.
+carries. Matches come newest first. A bad parameter is a 400 with an `OperationOutcome`, and
+every other error of these routes is an `OperationOutcome` too, with the status the rest of the
+API gives (401, 403 outside the token's scope, 404, 503).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pymongo.database import Database
+from typing_extensions import override
 
 from api.auth import Access, require_access
 from api.history_access import check_patient, get_database, store_errors
@@ -39,18 +45,54 @@ __all__ = ["FHIR_JSON", "MAX_COUNT", "router"]
 FHIR_JSON = "application/fhir+json"
 MAX_COUNT = 1000
 _DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}(?:-\d{2}(?:-\d{2}(?:T.+)?)?)?)$")
-
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+# The bearer token a browser may pass in the query: never copied into a Bundle's links.
+_TOKEN_PARAMETER = "access_token"
+# FHIR's IssueType for each error status the routes give.
+_ISSUE_CODES = {
+    status.HTTP_400_BAD_REQUEST: "invalid",
+    status.HTTP_401_UNAUTHORIZED: "login",
+    status.HTTP_403_FORBIDDEN: "forbidden",
+    status.HTTP_404_NOT_FOUND: "not-found",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "transient",
+}
 
 Document = dict[str, Any]
 
+
+class _FhirRoute(APIRoute):
+    """A route that answers every error with an `OperationOutcome`, as FHIR clients expect.
+
+    FastAPI answers a bad query parameter with its own 422 before the endpoint runs, and an
+    `HTTPException` (from the auth and scope dependencies too) with `{"detail": ...}`.
+    """
+
+    @override
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer_with_outcomes(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return _outcome(_invalid_parameters(exc), status.HTTP_400_BAD_REQUEST)
+            except HTTPException as exc:
+                return _outcome(str(exc.detail), exc.status_code, headers=exc.headers)
+
+        return answer_with_outcomes
+
+
+router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=_FhirRoute)
+
+_FHIR: dict[str, Any] = {"content": {FHIR_JSON: {}}}
+# Every error is an OperationOutcome; `default` also keeps FastAPI from listing its own 422.
 _FHIR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {FHIR_JSON: {}}, "description": "A FHIR R4 resource"},
-    400: {"content": {FHIR_JSON: {}}, "description": "A bad parameter (an OperationOutcome)"},
-    401: {"description": "Token missing, malformed, badly signed or expired"},
-    403: {"description": "The patient is outside the token's scope"},
-    404: {"description": "No such resource (or not within the token's scope)"},
-    503: {"description": "The observation store is unreachable"},
+    200: {**_FHIR, "description": "A FHIR R4 resource"},
+    400: {**_FHIR, "description": "A bad parameter (an OperationOutcome)"},
+    401: {**_FHIR, "description": "Token missing, malformed, badly signed or expired"},
+    403: {**_FHIR, "description": "The patient is outside the token's scope"},
+    404: {**_FHIR, "description": "No such resource (or not within the token's scope)"},
+    503: {**_FHIR, "description": "The observation store is unreachable"},
+    "default": {**_FHIR, "description": "Any other error (an OperationOutcome)"},
 }
 
 
@@ -58,17 +100,33 @@ class _BadSearchError(ValueError):
     pass
 
 
-def _fhir(content: Document, status_code: int = status.HTTP_200_OK) -> JSONResponse:
-    return JSONResponse(content, status_code=status_code, media_type=FHIR_JSON)
+def _fhir(
+    content: Document,
+    status_code: int = status.HTTP_200_OK,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(content, status_code=status_code, media_type=FHIR_JSON, headers=headers)
 
 
-def _outcome(message: str, status_code: int, code: str = "invalid") -> JSONResponse:
+def _outcome(
+    message: str, status_code: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    code = _ISSUE_CODES.get(status_code, "processing")
     return _fhir(
         {
             "resourceType": "OperationOutcome",
             "issue": [{"severity": "error", "code": code, "diagnostics": message}],
         },
         status_code,
+        headers,
+    )
+
+
+def _invalid_parameters(exc: RequestValidationError) -> str:
+    # Names and reasons only: the rejected values are not echoed back.
+    return "; ".join(
+        f"{error['loc'][-1]}: {error['msg']}" if error.get("loc") else str(error["msg"])
+        for error in exc.errors()
     )
 
 
@@ -91,8 +149,9 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
             return start, following
         start = datetime(year, month, int(parts[2]), tzinfo=UTC)
         return start, start + timedelta(days=1)
-    except ValueError as exc:
-        msg = f"date {text!r} is not a FHIR date or dateTime"
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: the range ends after 9999-12-31, the last date Python holds.
+        msg = f"date {text!r} is not a FHIR date or dateTime this server can search"
         raise _BadSearchError(msg) from exc
 
 
@@ -134,6 +193,8 @@ def search_observations(
 ) -> JSONResponse:
     """Return the matches as a searchset Bundle; the `next` link pages on."""
     patient_id = patient.removeprefix("Patient/")
+    if not patient_id:
+        return _outcome("patient: give `X` or `Patient/X`", status.HTTP_400_BAD_REQUEST)
     try:
         start, end = _date_window(date or [])
         after = HistoryCursor.decode(cursor) if cursor is not None else None
@@ -145,6 +206,7 @@ def search_observations(
         kinds = set(FHIR_KINDS)
     check_patient(patient_id, access, db)
     base = str(request.base_url).rstrip("/") + "/fhir"
+    self_url = request.url.remove_query_params(_TOKEN_PARAMETER)
     resources: list[Document] = []
     following = None
     if kinds and (start is None or end is None or start < end):
@@ -152,12 +214,8 @@ def search_observations(
         with store_errors():
             docs, following = find_observations(db, query, min(count, MAX_COUNT), after)
         resources = [r for r in map(to_fhir_observation, docs) if r is not None]
-    next_url = (
-        str(request.url.include_query_params(_cursor=following.encode())) if following else None
-    )
-    return _fhir(
-        searchset_bundle(resources, base, str(request.url), next_url, now=datetime.now(UTC))
-    )
+    next_url = str(self_url.include_query_params(_cursor=following.encode())) if following else None
+    return _fhir(searchset_bundle(resources, base, str(self_url), next_url, now=datetime.now(UTC)))
 
 
 @router.get(
@@ -183,5 +241,5 @@ def read_observation(
             doc = None
     resource = to_fhir_observation(doc) if doc is not None else None
     if resource is None:
-        return _outcome(f"no Observation {resource_id!r}", status.HTTP_404_NOT_FOUND, "not-found")
+        return _outcome(f"no Observation {resource_id!r}", status.HTTP_404_NOT_FOUND)
     return _fhir(resource)

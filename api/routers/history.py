@@ -11,11 +11,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from pymongo.database import Database
 
 from api.history_access import get_database, readable_patient, store_errors
+from api.query_times import as_utc, invalid_parameter
 from flows.model import ObservationKind
 from sinks.observation_history import (
     HistoryCursor,
@@ -127,34 +128,30 @@ class ObservationSummary(BaseModel):
     buckets: list[SummaryBucket]
 
 
-def _invalid(parameter: str, message: str) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["query", parameter], "msg": message, "type": "value_error"}],
-    )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _window(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    start, end = _utc(start), _utc(end)
-    if start is not None and end is not None and start > end:
-        raise _invalid("from", f"from ({start.isoformat()}) is after to ({end.isoformat()})")
+    start, end = as_utc("from", start), as_utc("to", end)
+    _check_order(start, end)
     return start, end
+
+
+def _check_order(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and start > end:
+        msg = f"from ({start.isoformat()}) is after to ({end.isoformat()})"
+        raise invalid_parameter("from", msg)
 
 
 def _bucket_width(bucket: str) -> timedelta:
     match = _BUCKET.match(bucket)
     if match is None or int(match.group(1)) == 0:
         msg = f"bucket {bucket!r} is not a width like 30s, 15m, 1h or 1d"
-        raise _invalid("bucket", msg)
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        raise invalid_parameter("bucket", msg)
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        msg = f"bucket {bucket!r} is wider than any window: use a narrower bucket"
+        raise invalid_parameter("bucket", msg) from None
 
 
 FromQuery = Annotated[
@@ -196,7 +193,7 @@ def patient_observations(
     try:
         after = HistoryCursor.decode(cursor) if cursor is not None else None
     except InvalidCursorError as exc:
-        raise _invalid("cursor", str(exc)) from None
+        raise invalid_parameter("cursor", str(exc)) from None
     query = ObservationQuery((patient["_id"],), (str(kind),) if kind else (), start, end)
     with store_errors():
         docs, following = find_observations(db, query, limit, after)
@@ -231,13 +228,20 @@ def patient_observation_summary(
     ] = "1h",
 ) -> ObservationSummary:
     """Summarise in the database; the window defaults to the 24 hours before `to` (or now)."""
-    start, end = _window(start, end)
+    # Ordered once `to` has its default: a `from` in the future is after it too.
+    end = as_utc("to", end) or datetime.now(UTC)
+    start = as_utc("from", start)
+    _check_order(start, end)
     width = _bucket_width(bucket)
-    end = end or datetime.now(UTC)
-    start = start or min(end - _DEFAULT_SUMMARY_WINDOW, end)
+    if start is None:
+        try:
+            start = end - _DEFAULT_SUMMARY_WINDOW
+        except OverflowError:
+            msg = f"to ({end.isoformat()}) leaves no room for the default 24 h: give from too"
+            raise invalid_parameter("to", msg) from None
     if (end - start) / width > MAX_BUCKETS:
         msg = f"from..to spans more than {MAX_BUCKETS} buckets of {bucket}: use a wider bucket"
-        raise _invalid("bucket", msg)
+        raise invalid_parameter("bucket", msg)
     query = ObservationQuery((patient["_id"],), (str(kind),), start, end)
     with store_errors():
         result = summarise(db, query, width)

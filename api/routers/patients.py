@@ -17,7 +17,7 @@ from pymongo.database import Database
 
 from api.auth import Access, require_access
 from api.history_access import get_database, patients_in_scope, store_errors
-from flows.model import SEVERITY_ORDER
+from flows.model import SEVERITY_ORDER, mask_key
 
 __all__ = ["DeviceState", "LatestVital", "PatientList", "PatientOverview", "router"]
 
@@ -41,7 +41,10 @@ class LatestVital(BaseModel):
 class DeviceState(BaseModel):
     """A registered device identifier and, if it reports one, its status."""
 
-    key: str = Field(description="`<id_kind>:<id>`, e.g. `gateway:08F9E0D1F7B4`")
+    key: str = Field(
+        description="`<id_kind>:<id>`, e.g. `gateway:08F9E0D1F7B4`; a citizen ID is never shown: "
+        "`citizen_id:[redacted]`"
+    )
     device_type: str | None = None
     id_kind: str | None = None
     kind: str | None = Field(default=None, description="What the device measures, if known")
@@ -126,7 +129,7 @@ def _devices_of(db: Database[Document], patient_ids: list[str]) -> dict[str, lis
         state = statuses.get(device["_id"], {})
         found.setdefault(device["patient_id"], []).append(
             DeviceState(
-                key=device["_id"],
+                key=mask_key(device["_id"]),
                 device_type=device.get("device_type"),
                 id_kind=device.get("id_kind"),
                 kind=device.get("kind"),
