@@ -14,10 +14,10 @@ import logging
 from datetime import UTC, datetime
 
 from flows.flow_metrics import DEAD_LETTERS
-from flows.model import Envelope
+from flows.model import Envelope, Step, StepOutcome, StepStatus
 from flows.step_events import isoformat_z
 
-__all__ = ["MAX_DEAD_LETTER_BYTES", "dead_letters"]
+__all__ = ["MAX_DEAD_LETTER_BYTES", "PARTS_REJECTED", "dead_letters"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,15 @@ MAX_DEAD_LETTER_BYTES = 512 * 1024
 _MAX_MESSAGE_CHARS = 4096
 
 
+# The reason of a message whose readable parts were stored and whose other parts were not.
+PARTS_REJECTED = "parts_rejected"
+
+
 def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     """Return the dead-letter record of an envelope whose chain ended in an error, if any.
+
+    A message stored but for some parts (a bad item among a gateway's readings) is one too:
+    its reason is `parts_rejected` at step 2, with each part's error.
 
     The payload is kept whole whenever the encoded record fits `MAX_DEAD_LETTER_BYTES`: as
     text when it is UTF-8 and that fits, else in base64; otherwise its first bytes are kept,
@@ -39,7 +46,9 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     """
     failed = envelope.failed
     if failed is None:
-        return []
+        failed = _parts_rejected(envelope)
+        if failed is None:
+            return []
     delivery = envelope.delivery
     record: dict[str, object] = {
         "message_id": delivery.message_id,
@@ -70,6 +79,23 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
     key = envelope.device_id
     DEAD_LETTERS.labels(str(failed.error_code)).inc()
     return [(key, (key, _encode_within_limit(record, delivery.payload)))]
+
+
+def _parts_rejected(envelope: Envelope) -> StepOutcome | None:
+    parsed = envelope.parsed
+    if parsed is None or not parsed.rejected or len(envelope.outcomes) < len(Step):
+        return None
+    parts = len(parsed.rejected)
+    message = f"{parts} part(s) not read, the rest stored: " + "; ".join(
+        f"{code}: {text}" for code, text in parsed.rejected
+    )
+    return StepOutcome(
+        step=Step.PARSED,
+        status=StepStatus.ERROR,
+        at=envelope.outcomes[1].at,
+        error_code=PARTS_REJECTED,
+        error_message=message,
+    )
 
 
 def _encode_within_limit(record: dict[str, object], raw: bytes) -> bytes:
@@ -110,4 +136,7 @@ def _utf8_prefix(raw: bytes, size: int) -> str | None:
 def _encode(record: dict[str, object], encoding: str, payload: str) -> bytes:
     record["payload_encoding"] = encoding
     record["payload"] = payload
-    return json.dumps(record, ensure_ascii=False).encode()
+    try:
+        return json.dumps(record, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate (a topic from another source): escaped
+        return json.dumps(record).encode()

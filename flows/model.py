@@ -157,6 +157,9 @@ class ParsedMessage:
     status: DeviceStatus | None = None
     skip_reason: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    # The parts of the message that could not be read, as (error code, message), when others
+    # could: those are stored, and the message is dead-lettered for these.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

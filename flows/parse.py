@@ -65,6 +65,9 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
             "battery": parsed.status.battery,
             "signal": parsed.status.signal,
         }
+    if parsed.rejected:
+        # The readings above are stored; these parts are not (the message is dead-lettered).
+        summary["rejected"] = [{"code": c, "message": m} for c, m in parsed.rejected]
     reason = parsed.skip_reason or (None if parsed.readings else NOTHING_TO_STORE)
     outcome = StepOutcome(
         step=Step.PARSED,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds
@@ -27,7 +28,7 @@ from flows.devices.gateway import (
     screen_gateway_message,
 )
 from flows.devices.identifiers import IdKind, normalise_mac
-from flows.devices.outcomes import status_only
+from flows.devices.outcomes import Parts, status_only
 from flows.devices.table import AttributeSpec, AttributeTable, KindSpec, ValueSpec, readings_from
 from flows.model import ObservationKind, ParsedMessage, ParseError, Reading
 
@@ -109,15 +110,18 @@ def parse(
         raise ParseError("missing_field", msg)
     message_time = parse_epoch_seconds(get_field(obj, "time"))
     gateway_key = IdKind.GATEWAY.key(screened.mac)
-    readings: list[Reading] = []
+    parts = Parts()
     ble_keys: list[str] = []
     for index, item in enumerate(items):
-        item_readings, ble_key = _item_readings(
-            screened, index, item, message_time, received_at, clock, gateway_key
+        parts.read(
+            partial(
+                _item_readings, screened, index, item, message_time, received_at, clock, gateway_key
+            )
         )
-        readings.extend(item_readings)
-        if ble_key is not None and ble_key not in ble_keys:
-            ble_keys.append(ble_key)
+    readings = parts.checked()
+    for reading in readings:
+        if reading.sub_device is not None and reading.sub_device not in ble_keys:
+            ble_keys.append(reading.sub_device)
     if not readings:
         # An empty scan result: the gateway is alive but measured nothing.
         status = gateway_status(obj, screened.mac)
@@ -128,6 +132,7 @@ def parse(
         message_kind=screened.message_kind,
         readings=readings,
         lookup_keys=[*ble_keys, gateway_key],
+        rejected=parts.rejected,
     )
 
 
@@ -139,8 +144,8 @@ def _item_readings(
     received_at: datetime,
     clock: ClockRule,
     gateway_key: str,
-) -> tuple[list[Reading], str | None]:
-    """Return the readings of one `device_list` item and its sub-device key."""
+) -> list[Reading]:
+    """Return the readings of one `device_list` item."""
     context = f"AVA4 {screened.attribute} device_list[{index}]"
     if not isinstance(item, Mapping):
         msg = f"{context} is not an object"
@@ -153,7 +158,7 @@ def _item_readings(
     ble_key = IdKind.BLE.key(ble) if ble else None
     # Each reading's own scan time is closer to the measurement than the message's time.
     device_time = parse_epoch_seconds(get_field(item, "scan_time")) or message_time
-    readings = readings_from(
+    return readings_from(
         item,
         screened.spec,
         context,
@@ -163,4 +168,3 @@ def _item_readings(
         sub_device=ble_key,
         patient_keys=(ble_key, gateway_key) if ble_key else (gateway_key,),
     )
-    return readings, ble_key

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds, parse_kati_time
@@ -38,7 +39,7 @@ from flows.devices.fields import get_field, get_mapping, get_text, is_absent, to
 from flows.devices.identifiers import IdKind, normalise_imei
 from flows.devices.location import location_values
 from flows.devices.measures import MEASURES
-from flows.devices.outcomes import status_only
+from flows.devices.outcomes import Parts, status_only
 from flows.devices.table import KindSpec, ValueSpec, readings_from
 from flows.model import DeviceStatus, ObservationKind, ParsedMessage, ParseError, Reading
 from flows.redact import safe_label
@@ -107,7 +108,7 @@ class _WatchMessage:
     def status(self, online: bool | None = True) -> DeviceStatus:
         return _watch_status(self.obj, self.key, online)
 
-    def result(self, readings: list[Reading]) -> ParsedMessage:
+    def result(self, readings: list[Reading], parts: Parts | None = None) -> ParsedMessage:
         if not readings:
             return status_only(DEVICE_TYPE, self.imei, self.message_kind, self.status(), [self.key])
         return ParsedMessage(
@@ -117,6 +118,7 @@ class _WatchMessage:
             readings=readings,
             lookup_keys=[self.key],
             status=self.status(),
+            rejected=parts.rejected if parts else [],
         )
 
 
@@ -152,14 +154,18 @@ def _watch_status(obj: Mapping[str, Any], key: str, online: bool | None) -> Devi
 
 
 def _vital_readings(
-    item: Mapping[str, Any], context: str, device_time: datetime | None, message: _WatchMessage
-) -> list[Reading]:
-    """Return a reading for every vital sign present in `item`."""
+    parts: Parts,
+    item: Mapping[str, Any],
+    context: str,
+    device_time: datetime | None,
+    message: _WatchMessage,
+) -> None:
+    """Read every vital sign present in `item`, each a part of its own."""
     measured_at = message.measured(device_time)
-    readings: list[Reading] = []
     for spec in VITAL_SIGNS:
-        readings.extend(
-            readings_from(
+        parts.read(
+            partial(
+                readings_from,
                 item,
                 spec,
                 context,
@@ -168,7 +174,6 @@ def _vital_readings(
                 device_time=device_time,
             )
         )
-    return readings
 
 
 def _location_reading(
@@ -204,9 +209,12 @@ def _heartbeat(message: _WatchMessage) -> ParsedMessage:
 
 def _vital_sign(message: _WatchMessage) -> ParsedMessage:
     device_time = _watch_time(message.obj)
-    readings = _vital_readings(message.obj, "Kati VitalSign", device_time, message)
-    readings.extend(_location_reading(message, device_time, needs_fix=True))
-    return message.result(readings)
+    parts = Parts()
+    _vital_readings(parts, message.obj, "Kati VitalSign", device_time, message)
+    readings = [*parts.readings, *_location_reading(message, device_time, needs_fix=True)]
+    if not readings:
+        parts.checked()  # every vital sign sent was unreadable: the first one's error
+    return message.result(readings, parts)
 
 
 def _ap55(message: _WatchMessage) -> ParsedMessage:
@@ -214,16 +222,19 @@ def _ap55(message: _WatchMessage) -> ParsedMessage:
     if not isinstance(items, list):
         msg = "Kati AP55 message has no 'data' array"
         raise ParseError("missing_field", msg)
-    readings: list[Reading] = []
+    parts = Parts()
     for index, item in enumerate(items):
         context = f"Kati AP55 data[{index}]"
         if not isinstance(item, Mapping):
-            msg = f"{context} is not an object"
-            raise ParseError("invalid_value", msg)
+            parts.rejected.append(("invalid_value", f"{context} is not an object"))
+            continue
         device_time = parse_epoch_seconds(get_field(item, "timestamp"))
-        readings.extend(_vital_readings(item, context, device_time, message))
-    readings.extend(_location_reading(message, _watch_time(message.obj), needs_fix=True))
-    return message.result(readings)
+        _vital_readings(parts, item, context, device_time, message)
+    location = _location_reading(message, _watch_time(message.obj), needs_fix=True)
+    readings = [*parts.readings, *location]
+    if not readings:
+        parts.checked()  # every item was unreadable: the first one's error
+    return message.result(readings, parts)
 
 
 def _location(message: _WatchMessage) -> ParsedMessage:

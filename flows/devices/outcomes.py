@@ -7,9 +7,11 @@ reasons; the step-2 event reports them verbatim.
 
 from __future__ import annotations
 
-from flows.model import DeviceStatus, ParsedMessage
+from collections.abc import Callable
 
-__all__ = ["NOTHING_TO_STORE", "NOT_DEVICE_DATA", "not_device_data", "status_only"]
+from flows.model import DeviceStatus, ParsedMessage, ParseError, Reading
+
+__all__ = ["NOTHING_TO_STORE", "NOT_DEVICE_DATA", "Parts", "not_device_data", "status_only"]
 
 NOT_DEVICE_DATA = "not device data"
 NOTHING_TO_STORE = "status message with nothing to store"
@@ -41,3 +43,30 @@ def status_only(
         status=status,
         skip_reason=NOTHING_TO_STORE,
     )
+
+
+class Parts:
+    """The readings of a message read part by part, and why the parts that failed did.
+
+    A gateway's `device_list`, a watch's batch of vital signs or the vitals of one watch
+    message are parts: one unreadable part must not lose the others' readings (they are
+    stored; the message is dead-lettered for the rest). A message none of whose parts could be
+    read fails with the first part's error, as a message of one part does.
+    """
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.rejected: list[tuple[str, str]] = []
+
+    def read(self, part: Callable[[], list[Reading]]) -> None:
+        """Add the readings `part` returns, or the error it raises."""
+        try:
+            self.readings.extend(part())
+        except ParseError as error:
+            self.rejected.append((error.code, error.message))
+
+    def checked(self) -> list[Reading]:
+        """Return the readings; raise the first part's error if every part failed."""
+        if self.rejected and not self.readings:
+            raise ParseError(*self.rejected[0])
+        return self.readings

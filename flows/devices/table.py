@@ -130,6 +130,9 @@ def read_kind(
     (`required=False`, e.g. the spO2 of a watch) and raises `missing_field` otherwise.
     """
     found = {value.name: _first_present(item, value) for value in spec.values}
+    for field, raw in found.values():
+        if raw is None:
+            _check_parent(item, field, context)
     if all(raw is None for _, raw in found.values()) and not required:
         return None
     values: dict[str, float | int] = {}
@@ -151,6 +154,18 @@ def read_kind(
                 attributes[attribute.name] = text
                 break
     return values, attributes
+
+
+def _check_parent(item: Mapping[str, Any], field: str, context: str) -> None:
+    # A value absent because what should hold it is not an object ("bloodPressure": "122/74")
+    # was sent, and cannot be read: an error, not a silent absence.
+    parent, dot, _ = field.rpartition(".")
+    if not dot:
+        return
+    holder = get_field(item, parent)
+    if not is_absent(holder) and type(holder) is not dict and not isinstance(holder, Mapping):
+        msg = f"{context}: '{parent}' is not an object"
+        raise ParseError("invalid_value", msg)
 
 
 def _check_pressures(values: dict[str, float | int], context: str) -> None:
