@@ -7,6 +7,8 @@ Device clocks are wrong in practice:
 - The Kati AP55 batch sends epoch seconds that look like local time (UTC+7) read as UTC,
   i.e. seven hours in the future.
 - Kati `timeStamps` / `time` strings ("DD/MM/YYYY HH:MM:SS", no zone) are UTC in the capture.
+- Firmware variants send epoch milliseconds, ISO 8601, or a zone after the Kati form: all
+  are read (`parse_device_time`), so `device_time` keeps what was sent.
 
 The rule (`measured_time`): a reading's time is the device's time when it lies in the window
 `[received_at - max_age, received_at + max_skew]`, otherwise the broker's receive time. Within
@@ -32,7 +34,14 @@ from flows.flow_metrics import CLOCK_CLAMPS
 if TYPE_CHECKING:
     from flows.settings import Settings
 
-__all__ = ["ClockRule", "measured_time", "parse_epoch_seconds", "parse_kati_time"]
+__all__ = [
+    "ClockRule",
+    "measured_time",
+    "parse_device_time",
+    "parse_epoch_seconds",
+    "parse_iso_time",
+    "parse_kati_time",
+]
 
 # The counters' children, taken once: `labels()` takes a lock and builds its key at each
 # call (~2 us, and a watch's clock runs ahead in many messages).
@@ -42,9 +51,14 @@ _CLAMPED_IMPLAUSIBLE = CLOCK_CLAMPS.labels("implausible")
 # Anything before 2000 or from year 2200 on is not a clock reading but a reset or garbage.
 _EARLIEST_EPOCH = 946_684_800
 _LATEST_EPOCH = 7_258_118_400
+_EARLIEST_YEAR, _LATEST_YEAR = 2000, 2200
+# Epoch milliseconds of the same span begin where any plausible count of seconds has ended.
+_EARLIEST_EPOCH_MS = _EARLIEST_EPOCH * 1000
 _KATI_TIME = re.compile(
-    r"\s*([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?\s*"
+    r"\s*([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?"
+    r"\s*(Z|[+-][0-9]{2}:?[0-9]{2})?\s*"
 )
+_ISO_START = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -89,23 +103,63 @@ def measured_time(device_time: datetime | None, received_at: datetime, rule: Clo
     return received
 
 
+def parse_device_time(value: object) -> datetime | None:
+    """Return a device's time, in whichever form it came, as a UTC datetime; None if unusable.
+
+    The Kati form, ISO 8601, or epoch seconds or milliseconds (a number or numeric text).
+    """
+    if isinstance(value, str):
+        return parse_kati_time(value) or parse_iso_time(value) or parse_epoch_seconds(value)
+    return parse_epoch_seconds(value)
+
+
 def parse_epoch_seconds(value: object) -> datetime | None:
-    """Return epoch seconds (number or numeric string) as a UTC datetime, None if unusable."""
+    """Return epoch seconds or milliseconds (number or numeric string) as UTC, None if unusable.
+
+    Milliseconds are told apart by size: from 2000 on they exceed any plausible seconds.
+    """
     seconds = to_number(value)
-    if not isinstance(seconds, int | float) or not _EARLIEST_EPOCH <= seconds < _LATEST_EPOCH:
+    if not isinstance(seconds, int | float):
+        return None
+    if seconds >= _EARLIEST_EPOCH_MS:
+        seconds /= 1000
+    if not _EARLIEST_EPOCH <= seconds < _LATEST_EPOCH:
         return None
     return datetime.fromtimestamp(seconds, UTC)
 
 
 def parse_kati_time(value: object) -> datetime | None:
-    """Return a Kati "DD/MM/YYYY HH:MM:SS" string (UTC, no zone) as a datetime, else None."""
+    """Return a Kati "DD/MM/YYYY HH:MM:SS" string as a UTC datetime, else None.
+
+    Without a zone (as watches send it) the time is UTC; a zone after it (`Z`, `+07:00`) is
+    applied.
+    """
     if not isinstance(value, str) or len(value) > 40:
         return None
     match = _KATI_TIME.fullmatch(value)
     if match is None:
         return None
-    day, month, year, hour, minute, second = (int(part or 0) for part in match.groups())
+    day, month, year, hour, minute, second = (int(part or 0) for part in match.groups()[:6])
+    zone = match.group(7)
     try:
-        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        if zone and zone != "Z":
+            offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[-2:]))
+            moment -= offset if zone[0] == "+" else -offset
+    except (ValueError, OverflowError):  # no such date, or beyond what a datetime holds
         return None
+    return moment
+
+
+def parse_iso_time(value: object) -> datetime | None:
+    """Return an ISO 8601 date or date-time text (UTC if it has no offset) as UTC, else None.
+
+    Like epoch values, a time before 2000 or from 2200 on is a reset clock, not a reading.
+    """
+    if not isinstance(value, str) or len(value) > 40 or not _ISO_START.match(value):
+        return None
+    try:
+        moment = _as_utc(datetime.fromisoformat(value.strip()))
+    except (ValueError, OverflowError):
+        return None
+    return moment if _EARLIEST_YEAR <= moment.year < _LATEST_YEAR else None

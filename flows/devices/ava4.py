@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds
+from flows.device_clock import ClockRule, measured_time, parse_device_time
 from flows.devices.fields import get_field, is_absent
 from flows.devices.gateway import (
     GatewayMeasurement,
@@ -108,7 +108,7 @@ def parse(
     if not isinstance(items, list):
         msg = f"AVA4 {screened.attribute} message has no 'data.value.device_list' array"
         raise ParseError("missing_field", msg)
-    message_time = parse_epoch_seconds(get_field(obj, "time"))
+    message_time = parse_device_time(get_field(obj, "time"))
     gateway_key = IdKind.GATEWAY.key(screened.mac)
     parts = Parts()
     ble_keys: list[str] = []
@@ -157,7 +157,7 @@ def _item_readings(
         raise ParseError("invalid_identifier", msg)
     ble_key = IdKind.BLE.key(ble) if ble else None
     # Each reading's own scan time is closer to the measurement than the message's time.
-    device_time = parse_epoch_seconds(get_field(item, "scan_time")) or message_time
+    device_time = parse_device_time(get_field(item, "scan_time")) or message_time
     return readings_from(
         item,
         screened.spec,

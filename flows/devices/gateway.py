@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flows.device_clock import parse_epoch_seconds
+from flows.device_clock import parse_device_time
 from flows.devices.fields import get_field, get_text, is_absent
 from flows.devices.identifiers import IdKind, normalise_mac
 from flows.devices.outcomes import not_device_data, status_only
@@ -72,7 +72,7 @@ def require_gateway_mac(obj: Mapping[str, Any], device_type: str) -> str:
 def gateway_status(obj: Mapping[str, Any], mac: str) -> DeviceStatus:
     """Return the status a gateway heartbeat (`HB_Msg`, `reportMsg`) reports."""
     text = get_text(obj, "data.msg")
-    device_time = parse_epoch_seconds(get_field(obj, "time"))
+    device_time = parse_device_time(get_field(obj, "time"))
     details = {
         "name": get_text(obj, "name"),
         "imei": get_text(obj, "IMEI"),

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds, parse_kati_time
+from flows.device_clock import ClockRule, measured_time, parse_device_time
 from flows.devices.fields import get_field, get_mapping, get_text, is_absent, to_number
 from flows.devices.identifiers import IdKind, normalise_imei
 from flows.devices.location import location_values
@@ -126,7 +126,7 @@ def _watch_time(obj: object) -> datetime | None:
     """Return the time the watch stamped a message with (`timeStamps` or `time`), or None."""
     for field in ("timeStamps", "time"):
         raw = get_field(obj, field)
-        moment = parse_kati_time(raw) or parse_epoch_seconds(raw)
+        moment = parse_device_time(raw)
         if moment is not None:
             return moment
     return None
@@ -228,7 +228,7 @@ def _ap55(message: _WatchMessage) -> ParsedMessage:
         if not isinstance(item, Mapping):
             parts.rejected.append(("invalid_value", f"{context} is not an object"))
             continue
-        device_time = parse_epoch_seconds(get_field(item, "timestamp"))
+        device_time = parse_device_time(get_field(item, "timestamp"))
         _vital_readings(parts, item, context, device_time, message)
     location = _location_reading(message, _watch_time(message.obj), needs_fix=True)
     readings = [*parts.readings, *location]

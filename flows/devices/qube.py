@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds
+from flows.device_clock import ClockRule, measured_time, parse_device_time
 from flows.devices.fields import get_field, get_mapping, is_absent
 from flows.devices.gateway import find_gateway_mac, screen_gateway_message
 from flows.devices.identifiers import IdKind, normalise_citizen_id, normalise_mac
@@ -94,7 +94,7 @@ def parse(
         msg = f"Qube {screened.attribute}: 'data.ble_mac' is not 12 hex digits"
         raise ParseError("invalid_identifier", msg)
     ble_key = IdKind.BLE.key(ble) if ble else None
-    device_time = parse_epoch_seconds(get_field(obj, "time"))
+    device_time = parse_device_time(get_field(obj, "time"))
     readings = readings_from(
         value,
         screened.spec,

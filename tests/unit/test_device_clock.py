@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from flows.device_clock import ClockRule, measured_time, parse_epoch_seconds, parse_kati_time
+from flows.device_clock import (
+    ClockRule,
+    measured_time,
+    parse_device_time,
+    parse_epoch_seconds,
+    parse_kati_time,
+)
 from flows.settings import Settings
 
 RECEIVED = datetime(2025, 7, 13, 8, 50, 59, 161255, tzinfo=UTC)
@@ -137,3 +143,33 @@ def test_kati_day_first_time_strings_parse_as_utc(raw: str, expected: datetime) 
 )
 def test_impossible_or_foreign_kati_time_is_none(raw: object) -> None:
     assert parse_kati_time(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (1752396600000, datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("1752396600123", datetime(2025, 7, 13, 8, 50, 0, 123000, tzinfo=UTC)),
+        ("13/07/2025 08:50:00 +07:00", datetime(2025, 7, 13, 1, 50, tzinfo=UTC)),
+        ("13/07/2025 08:50:00 -0500", datetime(2025, 7, 13, 13, 50, tzinfo=UTC)),
+        ("13/07/2025 08:50:00Z", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("2025-07-13T08:50:00Z", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("2025-07-13T15:50:00+07:00", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("2025-07-13 08:50:00", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("13/07/2025 08:50:00", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+        ("1752396600", datetime(2025, 7, 13, 8, 50, tzinfo=UTC)),
+    ],
+)
+def test_device_times_are_read_in_every_form_firmware_sends(
+    raw: object, expected: datetime
+) -> None:
+    # Kept as `device_time` (what was sent) even where `measured_at` will not believe it.
+    assert parse_device_time(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [0, -5, "0", "1970-01-01T00:00:00Z", "2300-01-01", "0001-01-01T00:00:00+05:00", "soon", None],
+)
+def test_resets_and_garbage_are_no_device_time(raw: object) -> None:
+    assert parse_device_time(raw) is None

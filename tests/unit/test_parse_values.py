@@ -243,6 +243,20 @@ def test_sleep_with_unreadable_window_keeps_the_window_text_only() -> None:
     assert parsed.readings[0].attributes == {"stages": "11", "window": "late"}
 
 
+@pytest.mark.parametrize(
+    "stamp", ["2025-07-13T15:50:00+07:00", "13/07/2025 15:50:00 +07:00", 1752396600000]
+)
+def test_a_watch_time_in_another_form_is_kept_as_sent(stamp: object) -> None:
+    parsed = watch("VitalSign", heartRate=72, timeStamps=stamp)
+    assert parsed.readings[0].device_time == datetime(2025, 7, 13, 8, 50, tzinfo=UTC)
+    assert parsed.readings[0].measured_at == datetime(2025, 7, 13, 8, 50, tzinfo=UTC)
+
+
+def test_a_gateway_time_in_milliseconds_is_kept_as_sent() -> None:
+    reading = ava4("BP_BIOLIGTH", {"bp_high": 120, "bp_low": 80, "scan_time": 1752396600000})
+    assert reading.readings[0].device_time == datetime(2025, 7, 13, 8, 50, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("stamp", ["31/12/9999 23:59:59", "01/01/0001 00:00:00"])
 def test_sleep_at_the_ends_of_the_calendar_is_read_without_its_window(stamp: str) -> None:
     # A watch clock at year 1 or 9999: the window cannot be placed around it (it overflowed).
