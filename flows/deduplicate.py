@@ -9,8 +9,9 @@ gets the same number (so its events keep their ids). The window keeps itself enc
 (`flows.dedup_window`): a snapshot of a full one is a copy of bytes, not a pickled dict.
 
 A copy is a duplicate only if an earlier delivery went on to be stored (or updated a device's
-status): a copy whose earlier deliveries all ended in an error is processed again. A copy sent
-by `vitalflow dlq replay` is never a duplicate, whatever the state says, because the letter
+status): a copy whose earlier deliveries all ended in an error is processed again, an error
+of the store's own writes included (the store reports it back: `flows.store_failures`). A copy
+sent by `vitalflow dlq replay` is never a duplicate, whatever the state says, because the letter
 proves that delivery was not stored: its first pass may have failed at step 4 or 5, after this
 stage had remembered it. Storing is idempotent (deterministic `_id`s), so letting a copy
 through can never double a record. Every delivery gets its own number, and with it event ids of
@@ -29,6 +30,7 @@ from typing_extensions import override
 from flows.dedup_window import DedupWindow, Entry
 from flows.flow_metrics import DEDUP_DEVICES, DEDUP_ENTRIES
 from flows.model import Envelope, Step, StepOutcome, StepStatus
+from flows.store_failures import STORE_FAILURES
 
 __all__ = ["DedupLogic", "DedupState", "dedup_builder", "dedup_key"]
 
@@ -68,7 +70,8 @@ class DedupLogic(StatefulLogic[Envelope, Envelope, DedupState]):
             self.seen.remove(message_id)
             entry = None
         first_seen, earlier = (entry[0], entry[1]) if entry is not None else (now, 0)
-        stored = _was_stored(entry)
+        # Counted as stored when it went on to be; not if its writes then failed.
+        stored = _was_stored(entry) and not STORE_FAILURES.forget(message_id)
         number = max(earlier, value.delivery.replay_of or 0) + 1
         if stored and value.delivery.replay_of is None and value.failed is None:
             self.seen.put(message_id, first_seen, number, True)

@@ -21,6 +21,7 @@ from pymongo.database import Database
 
 from flows.latest_vitals import HeldVitals, update_latest_vitals
 from flows.model import SEVERITY_ORDER, Envelope, Step, StepOutcome, StepStatus
+from flows.store_failures import STORE_FAILURES
 from sinks.mongo_database import mongo_call, write_errors
 
 __all__ = ["ObservationStore", "device_status_update"]
@@ -72,6 +73,7 @@ class ObservationStore:
         )
         for position, envelope in zip(storable, stored, strict=True):
             updated[position] = envelope
+        STORE_FAILURES.add(e.delivery.message_id for e in updated if e.failed is not None)
         return _put_back(list(batch), ready, updated)
 
     def _database(self) -> Database[dict[str, Any]]:
