@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from flows.flow_metrics import DEAD_LETTERS
 from flows.model import Envelope, Step, StepOutcome, StepStatus
+from flows.redact import scrub_citizen_ids
 from flows.step_events import isoformat_z
 
 __all__ = ["MAX_DEAD_LETTER_BYTES", "PARTS_REJECTED", "dead_letters"]
@@ -60,7 +61,7 @@ def dead_letters(envelope: Envelope) -> list[tuple[str, tuple[str, bytes]]]:
         "reason": {
             "step": str(failed.step),
             "code": failed.error_code,
-            "message": (failed.error_message or "")[:_MAX_MESSAGE_CHARS] or None,
+            "message": scrub_citizen_ids(failed.error_message or "")[:_MAX_MESSAGE_CHARS] or None,
         },
         "device_type": envelope.device_type,
         "device_id": envelope.device_id,

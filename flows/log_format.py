@@ -4,7 +4,9 @@
 `{"time", "level", "logger", "message"}`, plus `message_id` and `step` when the record is
 about one message (passed as `extra=` by the flow's log calls) and `exception` with the
 traceback when there is one. The messages are the same as in text: personal data stays out
-of them as it does of step events (`flows.redact`).
+of them as it does of step events (`flows.redact`), and as a last guard every line, of any
+logger (a driver's error quoting a query, say), has its citizen-ID-shaped runs of 13 digits
+redacted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, Literal
 
 from typing_extensions import override
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "LogFormat", "configure_logging"]
+from flows.redact import scrub_citizen_ids
+
+__all__ = ["LOG_FORMATS", "JsonFormatter", "LogFormat", "ScrubbingFormatter", "configure_logging"]
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -53,11 +57,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class ScrubbingFormatter(logging.Formatter):
+    """`inner`'s lines with citizen IDs redacted (`flows.redact.scrub_citizen_ids`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    @override
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_citizen_ids(self._inner.format(record))
+
+
 def configure_logging(level: str, log_format: LogFormat) -> None:
     """Send every record at `level` or above to stderr, as text or as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     json_lines = log_format == "json"
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
+    lines = JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(ScrubbingFormatter(lines))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # kafka-python narrates every connection at INFO.
     logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -27,6 +27,7 @@ __all__ = [
     "is_personal_key",
     "redact",
     "safe_label",
+    "scrub_citizen_ids",
 ]
 
 REDACTED = "[redacted]"
@@ -57,6 +58,9 @@ _PERSONAL_PREFIXES = (
 # their place in the event's copy of the payload, not in what is stored.
 _CITIZEN_ID = re.compile(r"(?<!\d)\d{13}(?!\d)|(?<!\d)\d-\d{4}-\d{5}-\d{2}-\d(?!\d)")
 _ID_CHARS = 13
+# In free text (log lines), where ids of messages are hex: a run of 13 digits touching a hex
+# letter is part of one of those, not a citizen ID.
+_CITIZEN_ID_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])\d{13}(?![0-9A-Fa-f])")
 # What device, attribute and message-type names look like: ASCII words, no long digit runs
 # (citizen IDs, birth dates and phone numbers are digit runs; names have `#`, `.` or Thai).
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 _/\-]{0,39}")
@@ -202,3 +206,10 @@ def is_label(text: str) -> bool:
     return bool(
         _LABEL.fullmatch(text) and not _DIGIT_RUN.search(text) and not _NAME_WORDS.fullmatch(text)
     )
+
+
+def scrub_citizen_ids(text: str) -> str:
+    """Return `text` with each citizen-ID-shaped run of 13 digits replaced by `[redacted]`."""
+    if len(text) < _ID_CHARS:
+        return text
+    return _CITIZEN_ID_IN_TEXT.sub(REDACTED, text)

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from flows.flow_metrics import STEP_OUTCOMES
 from flows.model import Envelope, StepOutcome, StepStatus
+from flows.redact import scrub_citizen_ids
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -84,10 +85,15 @@ def event_id(envelope: Envelope, outcome: StepOutcome) -> str:
     return f"{message_id}/{outcome.step}"
 
 
+def _scrubbed(message: str | None) -> str | None:
+    return scrub_citizen_ids(message) if message else message
+
+
 def to_cloudevent(envelope: Envelope, outcome: StepOutcome) -> dict[str, Any]:
     """Return the CloudEvent (structured mode) reporting `outcome` for `envelope`."""
     error = (
-        {"code": outcome.error_code, "message": outcome.error_message}
+        # The message may quote a server's error, which may quote a query: no citizen ID.
+        {"code": outcome.error_code, "message": _scrubbed(outcome.error_message)}
         if outcome.status is StepStatus.ERROR
         else None
     )

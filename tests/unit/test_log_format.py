@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.log_format import JsonFormatter
+from flows.log_format import TEXT_FORMAT, JsonFormatter, ScrubbingFormatter
 from sinks.kafka_writer import _message_of
 
 # `vitalflow` with Bytewax's runner replaced by one that logs a line about a message and fails.
@@ -122,3 +122,17 @@ def test_a_refused_record_is_logged_with_the_message_it_was_about() -> None:
         "step": "2_payload_parsed",
     }
     assert _message_of(b"\x00not json") == {}
+
+
+def test_a_citizen_id_in_any_logger_s_line_is_redacted_and_message_ids_kept() -> None:
+    # A driver's error may quote a query: the lookup's `$in` holds registry keys.
+    text = 'devices lookup failed: {"_id": {"$in": ["citizen_id:3570300400000"]}}'
+    message_id = "3a7d1500000000000000f000abc1e2f3"
+    record = logging.LogRecord(
+        "sinks.mongo_database", logging.ERROR, __file__, 1, "%s (%s)", (text, message_id), None
+    )
+    for inner in (JsonFormatter(), logging.Formatter(TEXT_FORMAT)):
+        line = ScrubbingFormatter(inner).format(record)
+        assert "3570300400000" not in line
+        assert "citizen_id:[redacted]" in line
+        assert message_id in line

@@ -200,3 +200,20 @@ def test_dates_and_values_beyond_64_bits_encode_as_the_standard_library_would():
     assert event["data"]["payload"] == {"big": huge}
     assert event["data"]["processed_data"] == {"at": "2026-11-26T10:30:00.123Z", "n": huge}
     assert event["time"] == "2026-11-26T10:30:00.123Z"
+
+
+def test_a_store_error_quoting_a_citizen_id_is_scrubbed_in_the_event_and_the_letter():
+    quoted = 'devices lookup: {"_id": {"$in": ["citizen_id:3570300400000"]}} failed'
+    outcomes = [
+        StepOutcome(Step.RECEIVED, StepStatus.SUCCESS, T0),
+        StepOutcome(Step.PARSED, StepStatus.SUCCESS, T0),
+        StepOutcome(
+            Step.LOOKUP, StepStatus.ERROR, T0, error_code="store_failed", error_message=quoted
+        ),
+    ]
+    envelope = make(b"{}", outcomes)
+    [*_, (_key, (_k, last))] = step_events(envelope)
+    [(_key, (_k, letter))] = dead_letters(envelope)
+    for record in (last, letter):
+        assert b"3570300400000" not in record
+        assert b"citizen_id:[redacted]" in record
