@@ -28,7 +28,7 @@ from flows.devices.gateway import (
     screen_gateway_message,
 )
 from flows.devices.identifiers import IdKind, normalise_mac
-from flows.devices.outcomes import Parts, status_only
+from flows.devices.outcomes import Parts, check_part_count, status_only
 from flows.devices.table import AttributeSpec, AttributeTable, KindSpec, ValueSpec, readings_from
 from flows.model import ObservationKind, ParsedMessage, ParseError, Reading
 
@@ -108,6 +108,7 @@ def parse(
     if not isinstance(items, list):
         msg = f"AVA4 {screened.attribute} message has no 'data.value.device_list' array"
         raise ParseError("missing_field", msg)
+    check_part_count(items, f"AVA4 {screened.attribute} device_list")
     message_time = parse_device_time(get_field(obj, "time"))
     gateway_key = IdKind.GATEWAY.key(screened.mac)
     parts = Parts()

@@ -39,7 +39,7 @@ from flows.devices.fields import get_field, get_mapping, get_text, is_absent, to
 from flows.devices.identifiers import IdKind, normalise_imei
 from flows.devices.location import location_values
 from flows.devices.measures import MEASURES
-from flows.devices.outcomes import Parts, status_only
+from flows.devices.outcomes import Parts, check_part_count, status_only
 from flows.devices.table import KindSpec, ValueSpec, readings_from
 from flows.model import DeviceStatus, ObservationKind, ParsedMessage, ParseError, Reading
 from flows.redact import safe_label
@@ -222,6 +222,7 @@ def _ap55(message: _WatchMessage) -> ParsedMessage:
     if not isinstance(items, list):
         msg = "Kati AP55 message has no 'data' array"
         raise ParseError("missing_field", msg)
+    check_part_count(items, "Kati AP55 data")
     parts = Parts()
     for index, item in enumerate(items):
         context = f"Kati AP55 data[{index}]"

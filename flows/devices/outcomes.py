@@ -11,10 +11,22 @@ from collections.abc import Callable
 
 from flows.model import DeviceStatus, ParsedMessage, ParseError, Reading
 
-__all__ = ["NOTHING_TO_STORE", "NOT_DEVICE_DATA", "Parts", "not_device_data", "status_only"]
+__all__ = [
+    "MAX_PARTS",
+    "NOTHING_TO_STORE",
+    "NOT_DEVICE_DATA",
+    "Parts",
+    "check_part_count",
+    "not_device_data",
+    "status_only",
+]
 
 NOT_DEVICE_DATA = "not device data"
 NOTHING_TO_STORE = "status message with nothing to store"
+# Gateways send a handful of readings a message and watches batch a few dozen; a list of
+# thousands is hostile (a 256 KiB message can hold 7,000 items: 14,000 observations, seconds
+# of the worker's time and hundreds of MB in one batch).
+MAX_PARTS = 1000
 
 
 def not_device_data(device_type: str, device_id: str, message_kind: str) -> ParsedMessage:
@@ -70,3 +82,10 @@ class Parts:
         if self.rejected and not self.readings:
             raise ParseError(*self.rejected[0])
         return self.readings
+
+
+def check_part_count(items: list[object], context: str) -> None:
+    """Raise `out_of_range` for a list of more parts than any device sends (`MAX_PARTS`)."""
+    if len(items) > MAX_PARTS:
+        msg = f"{context} has {len(items)} items; at most {MAX_PARTS} are read"
+        raise ParseError("out_of_range", msg)

@@ -17,6 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.mqtt_source import MqttMessage
 from flows.dead_letters import PARTS_REJECTED, dead_letters
 from flows.device_clock import ClockRule
+from flows.devices.outcomes import MAX_PARTS
 from flows.devices.parse_payload import parse_payload
 from flows.model import Delivery, Envelope, ParseError, Step, StepOutcome, StepStatus
 from flows.pipeline import build_flow
@@ -155,3 +156,17 @@ def test_a_dead_letter_for_a_topic_with_a_lone_surrogate_is_still_written() -> N
     envelope = Envelope(delivery, "AVA4", "unknown", {}, outcomes=[failed])
     [(_key, (_k, value))] = dead_letters(envelope)
     assert json.loads(value)["topic"] == "dusun_pub\udcff"
+
+
+@pytest.mark.parametrize("count", [MAX_PARTS, MAX_PARTS + 1])
+def test_more_parts_than_any_device_sends_are_refused_whole(count: int) -> None:
+    items = [GOOD] * count
+    if count <= MAX_PARTS:
+        assert len(parse_payload("dusun_pub", _ava4(items), RECEIVED, RULE).readings) == 2 * count
+        return
+    with pytest.raises(ParseError) as caught:
+        parse_payload("dusun_pub", _ava4(items), RECEIVED, RULE)
+    assert caught.value.code == "out_of_range"
+    batch = [{"timestamp": 1752396000, "heartRate": 70}] * count
+    with pytest.raises(ParseError):
+        parse_payload("iMEDE_watch/AP55", _watch("AP55", data=batch), RECEIVED, RULE)
