@@ -98,11 +98,11 @@ class Access:
         """Whether an event about this patient (of this hospital) is visible."""
         if self.everything:
             return True
-        if patient_id is None:
-            return False
-        return patient_id in self.patients or (
-            hospital_id is not None and hospital_id in self.hospitals
-        )
+        if patient_id is not None and patient_id in self.patients:
+            return True
+        # A hospital's viewers also see a message of several of its patients (a household's
+        # gateway: no one patient on the event, their shared hospital is).
+        return hospital_id is not None and hospital_id in self.hospitals
 
     def expired(self, now: float | None = None) -> bool:
         """Tell whether the token's `exp` has passed."""

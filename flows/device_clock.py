@@ -58,6 +58,8 @@ _KATI_TIME = re.compile(
     r"\s*([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?"
     r"\s*(Z|[+-][0-9]{2}:?[0-9]{2})?\s*"
 )
+# The widest offsets in use are UTC-12 and UTC+14.
+_MAX_ZONE_HOURS, _MAX_ZONE_MINUTES = 14, 59
 _ISO_START = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -132,7 +134,7 @@ def parse_kati_time(value: object) -> datetime | None:
     """Return a Kati "DD/MM/YYYY HH:MM:SS" string as a UTC datetime, else None.
 
     Without a zone (as watches send it) the time is UTC; a zone after it (`Z`, `+07:00`) is
-    applied.
+    applied. A year before 2000 or from 2200 on is a reset clock (None), as for epoch values.
     """
     if not isinstance(value, str) or len(value) > 40:
         return None
@@ -140,14 +142,19 @@ def parse_kati_time(value: object) -> datetime | None:
     if match is None:
         return None
     day, month, year, hour, minute, second = (int(part or 0) for part in match.groups()[:6])
+    if not _EARLIEST_YEAR <= year < _LATEST_YEAR:
+        return None  # as for epoch values: a reset clock, not a reading
     zone = match.group(7)
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-        if zone and zone != "Z":
-            offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[-2:]))
-            moment -= offset if zone[0] == "+" else -offset
-    except (ValueError, OverflowError):  # no such date, or beyond what a datetime holds
+    except ValueError:  # no such date
         return None
+    if zone and zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[-2:])
+        if hours > _MAX_ZONE_HOURS or minutes > _MAX_ZONE_MINUTES:
+            return None
+        offset = timedelta(hours=hours, minutes=minutes)
+        moment -= offset if zone[0] == "+" else -offset
     return moment
 
 

@@ -28,10 +28,11 @@ def enrich_envelope(envelope: Envelope, thresholds: Thresholds) -> Envelope:
     delivery = envelope.delivery
     documents: list[dict[str, Any]] = []
     for index, reading in enumerate(envelope.parsed.readings):
+        owner = owners[index] if owners else (envelope.patient_id, envelope.hospital_id)
+        if owner is None:
+            continue  # no registered device's: a rejected part (the index stays its own)
+        patient_id, hospital_id = owner
         clinical = enrich_reading(reading, thresholds)
-        patient_id, hospital_id = (
-            owners[index] if owners else (envelope.patient_id, envelope.hospital_id)
-        )
         documents.append(
             {
                 "_id": observation_id(delivery.message_id, index),

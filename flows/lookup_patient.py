@@ -20,13 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
 
-from flows.model import Envelope, Reading, Step, StepOutcome, StepStatus, mask_key
+from flows.model import Envelope, ParsedMessage, Reading, Step, StepOutcome, StepStatus, mask_key
 from sinks.mongo_database import mongo_call
 
 __all__ = ["PatientLookup", "RegistryCopy", "mask_key"]
@@ -219,8 +219,8 @@ class PatientLookup:
             patient_id = devices.get(key)
             if patient_id is not None:
                 owners = _reading_owners(parsed.readings, devices, patient_id) if parsed else None
-                if owners is not None:
-                    return _shared(envelope, key, owners, hospitals, now)
+                if parsed is not None and owners is not None:
+                    return _shared(envelope, parsed, key, owners, hospitals, now)
                 hospital_id = hospitals.get(patient_id)
                 outcome = StepOutcome(
                     step=Step.LOOKUP,
@@ -256,57 +256,67 @@ class PatientLookup:
 
 def _reading_owners(
     readings: list[Reading], devices: dict[str, Any], patient_id: str
-) -> list[str] | None:
+) -> list[str | None] | None:
     """Return each reading's patient when they are not all `patient_id`'s, else None.
 
-    A reading's patient is the first of its own `patient_keys` that is registered; a reading
-    none of whose keys is (or that names none) is the message's patient, `patient_id`.
+    A reading that names no keys of its own is the message's, `patient_id`'s; one that does
+    is the patient of the first of them that is registered, and no one's (None: not stored)
+    when none is: an unknown cuff behind a household's gateway is not the household's.
     """
-    owners: list[str] = []
-    shared = False
+    owners: list[str | None] = []
+    differs = False
     for reading in readings:
-        owner = patient_id
-        for key in reading.patient_keys:
-            found = devices.get(key)
-            if found is not None:
-                owner = found
-                break
-        shared = shared or owner != patient_id
+        owner: str | None = patient_id
+        if reading.patient_keys:
+            owner = next((devices[k] for k in reading.patient_keys if devices.get(k)), None)
+        differs = differs or owner != patient_id
         owners.append(owner)
-    return owners if shared else None
+    return owners if differs else None
 
 
 def _shared(
     envelope: Envelope,
+    parsed: ParsedMessage,
     matched: str,
-    owners: list[str],
+    owners: list[str | None],
     hospitals: dict[str, Any],
     now: datetime,
 ) -> Envelope:
-    """Return the outcome of a message whose readings belong to several patients.
+    """Return the outcome of a message whose readings do not all belong to one patient.
 
-    Each reading is stored as its own patient's; the message, and so its step events, names
-    no one patient (`patient_id` None), only a hospital if they all share it: a viewer
-    scoped to one of them must not get an event that carries another's readings.
+    Each reading is stored as its own patient's. A message of several patients, and so its
+    step events, names no one patient (`patient_id` None), only a hospital if they all share
+    it: a viewer scoped to one of them must not get an event that carries another's readings.
+    A reading of no registered device is not stored: a rejected part (dead-lettered), to be
+    replayed once its device is registered.
     """
-    pairs = tuple((owner, hospitals.get(owner)) for owner in owners)
-    hospital_ids = {hospital for _, hospital in pairs}
+    pairs = tuple((o, hospitals.get(o)) if o is not None else None for o in owners)
+    patients = sorted({o for o in owners if o is not None})
+    hospital_ids = {pair[1] for pair in pairs if pair is not None}
     hospital_id = hospital_ids.pop() if len(hospital_ids) == 1 else None
+    patient_id = patients[0] if len(patients) == 1 else None
+    unowned = dict.fromkeys(
+        f"no registered device matches {', '.join(mask_key(k) for k in r.patient_keys)}"
+        for r, owner in zip(parsed.readings, owners, strict=True)
+        if owner is None
+    )
+    rejected = [("unknown_device", text) for text in unowned]
+    processed: dict[str, Any] = {
+        "matched_key": mask_key(matched),
+        "patient_id": patient_id,
+        "hospital_id": hospital_id,
+        "patient_ids": patients,
+    }
+    if rejected:
+        processed["rejected"] = [{"code": c, "message": m} for c, m in rejected]
     outcome = StepOutcome(
-        step=Step.LOOKUP,
-        status=StepStatus.SUCCESS,
-        at=now,
-        processed_data={
-            "matched_key": mask_key(matched),
-            "patient_id": None,
-            "hospital_id": hospital_id,
-            "patient_ids": sorted(set(owners)),
-        },
+        step=Step.LOOKUP, status=StepStatus.SUCCESS, at=now, processed_data=processed
     )
     return envelope.replace(
-        patient_id=None,
+        patient_id=patient_id,
         hospital_id=hospital_id,
         reading_patients=pairs,
+        parsed=replace(parsed, rejected=[*parsed.rejected, *rejected]) if rejected else parsed,
         outcomes=[*envelope.outcomes, outcome],
     )
 

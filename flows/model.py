@@ -123,9 +123,9 @@ class Reading:
     device_time: datetime | None
     sub_device: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    # Where this reading's own patient is looked up, most specific first; empty: the
-    # message's `lookup_keys`. Why: one AVA4 gateway can serve a household, and a message can
-    # carry readings of cuffs that belong to different people.
+    # Where this reading's own patient is looked up, most specific first (each also among
+    # the message's `lookup_keys`); empty: the message's patient. Why: one AVA4 gateway can
+    # serve a household, and a message can carry readings of different people's cuffs.
     patient_keys: tuple[str, ...] = ()
 
 
@@ -189,9 +189,9 @@ class Envelope:
     hospital_id: str | None = None
     observations: list[dict[str, Any]] = field(default_factory=list)
     delivery_number: int = 1
-    # The (patient, hospital) of each reading, by index, when the readings of one message
-    # belong to several patients (`patient_id` is then None); empty when one patient owns all.
-    reading_patients: tuple[tuple[str, str | None], ...] = ()
+    # The (patient, hospital) of each reading, by index, when the readings of one message do
+    # not all belong to one patient (None: no one's, not stored); empty when one owns all.
+    reading_patients: tuple[tuple[str, str | None] | None, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -236,7 +236,7 @@ class EnvelopeChanges(TypedDict, total=False):
     hospital_id: str | None
     observations: list[dict[str, Any]]
     delivery_number: int
-    reading_patients: tuple[tuple[str, str | None], ...]
+    reading_patients: tuple[tuple[str, str | None] | None, ...]
 
 
 _ENVELOPE_FIELDS = frozenset(f.name for f in fields(Envelope))

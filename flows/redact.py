@@ -58,9 +58,15 @@ _PERSONAL_PREFIXES = (
 # their place in the event's copy of the payload, not in what is stored.
 _CITIZEN_ID = re.compile(r"(?<!\d)\d{13}(?!\d)|(?<!\d)\d-\d{4}-\d{5}-\d{2}-\d(?!\d)")
 _ID_CHARS = 13
+_FIVE_DIGITS = re.compile(r"\d{5}")
 # In free text (log lines), where ids of messages are hex: a run of 13 digits touching a hex
 # letter is part of one of those, not a citizen ID.
-_CITIZEN_ID_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])\d{13}(?![0-9A-Fa-f])")
+_CITIZEN_ID_IN_TEXT = re.compile(
+    r"(?<![0-9A-Fa-f])(?:\d{13}|\d-\d{4}-\d{5}-\d{2}-\d)(?![0-9A-Fa-f])"
+)
+# A 13-digit JSON number is a citizen ID when its check digit holds (mod 11, as the card's
+# does): epoch milliseconds are 13-digit numbers too, and 10 in 11 of them fail it.
+_ID_LOW, _ID_HIGH = 10**12, 10**13
 # What device, attribute and message-type names look like: ASCII words, no long digit runs
 # (citizen IDs, birth dates and phone numbers are digit runs; names have `#`, `.` or Thai).
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9 _/\-]{0,39}")
@@ -81,9 +87,29 @@ def is_personal_key(key: object) -> bool:
 
 def _text(value: str) -> str:
     """Return `value`, or `[redacted]` if it holds a citizen ID."""
-    if len(value) >= _ID_CHARS and _CITIZEN_ID.search(value):
-        return REDACTED
-    return value
+    if len(value) < _ID_CHARS:
+        return value
+    # Payloads repeat their texts (MACs, IMEIs, Wi-Fi lists, labels): answered from a memo
+    # as keys are, bounded the same way.
+    known = _text_memo.get(value)
+    if known is None:
+        # Most long texts (times, MACs, Wi-Fi lists) have no run of 5 digits: a quick no.
+        found = _FIVE_DIGITS.search(value) and _CITIZEN_ID.search(value)
+        known = REDACTED if found else value
+        if len(value) <= _MEMO_TEXT_CHARS:
+            if len(_text_memo) >= _MEMO_LIMIT:
+                _text_memo.clear()
+            _text_memo[value] = known
+    return known
+
+
+def _number(value: int) -> int | str:
+    """Return `value`, or `[redacted]` if it is a citizen ID sent as a number."""
+    if not _ID_LOW <= value < _ID_HIGH:
+        return value
+    digits = [int(d) for d in str(value)]
+    total = sum(d * (13 - i) for i, d in enumerate(digits[:12]))
+    return REDACTED if (11 - total % 11) % 10 == digits[12] else value
 
 
 # Payloads repeat the same few dozen keys, and casefolding each one cost more than the rest of
@@ -92,6 +118,9 @@ def _text(value: str) -> str:
 _MEMO_LIMIT = 4096
 _MEMO_KEY_CHARS = 64
 _personal_memo: dict[str, bool] = {}
+# Texts longer than this (a Wi-Fi list is ~300 characters) are looked at each time.
+_MEMO_TEXT_CHARS = 512
+_text_memo: dict[str, str] = {}
 
 
 def _personal(key: object) -> bool:
@@ -109,9 +138,10 @@ def _personal(key: object) -> bool:
     return personal
 
 
-# The exact types of JSON's scalars: kept as they are by both walks (subclasses of them are
-# too, but only by the iterative walk).
+# The exact types of JSON's scalars (subclasses of them too, but only by the iterative walk).
+# Texts and integers are looked at for citizen IDs; the others are kept as they are.
 JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_KEPT = frozenset({float, bool, type(None)})
 # Real payloads nest four levels deep; past this many levels the recursive copy hands the
 # rest to the iterative walk, so no payload can overflow the stack.
 _RECURSION_BUDGET = 48
@@ -130,7 +160,11 @@ def _copy(obj: Any, budget: int) -> Any:
     # iterative walk; anything else, and whatever lies deeper than `budget`, goes to the walk,
     # which gives the same result.
     kind = type(obj)
-    if kind in JSON_SCALARS and kind is not str:
+    if kind is str:
+        return obj if len(obj) < _ID_CHARS else _text(obj)
+    if kind is int:
+        return _number(obj)
+    if kind in _KEPT:
         return obj
     if budget <= 0:
         return _walk(obj)
@@ -145,16 +179,14 @@ def _copy(obj: Any, budget: int) -> Any:
             if personal:
                 copied[key] = REDACTED
             elif type(value) is str:
-                copied[key] = _text(value)
-            elif type(value) in JSON_SCALARS:
-                copied[key] = value
+                copied[key] = value if len(value) < _ID_CHARS else _text(value)
+            elif type(value) in _KEPT or (type(value) is int and not _ID_LOW <= value < _ID_HIGH):
+                copied[key] = value  # the common cases, without a call
             else:
                 copied[key] = _copy(value, budget - 1)
         return copied
-    if kind is str:
-        return _text(obj)
     if kind is list or kind is tuple:
-        return [_copy(value, budget - 1) for value in obj]
+        return [value if type(value) in _KEPT else _copy(value, budget - 1) for value in obj]
     return _walk(obj)
 
 
@@ -184,7 +216,9 @@ def _walk(obj: Any) -> Any:
             pending.extend((value, items, index) for index, value in enumerate(source))
         elif isinstance(source, str):
             target[slot] = _text(source)
-        elif isinstance(source, int | float | bool) or source is None:
+        elif isinstance(source, int) and not isinstance(source, bool):
+            target[slot] = _number(source)
+        elif isinstance(source, float | bool) or source is None:
             target[slot] = source
         else:
             target[slot] = copy.deepcopy(source)

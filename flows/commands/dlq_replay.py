@@ -130,6 +130,7 @@ def decode_dead_letter(value: bytes | None) -> DeadLetter:
         or not topic
         or topic.startswith("$")
         or any(c in topic for c in _FORBIDDEN_TOPIC_CHARACTERS)
+        or not _encodable(topic)
     ):
         msg = "record has no topic that can be published to"
         raise DeadLetterDecodeError(msg)
@@ -150,6 +151,16 @@ def decode_dead_letter(value: bytes | None) -> DeadLetter:
         device_id=_text(record.get("device_id")),
         delivery=_delivery_number(record.get("delivery")),
     )
+
+
+def _encodable(topic: str) -> bool:
+    # MQTT topics are UTF-8: a lone surrogate (a letter from another source) cannot be sent,
+    # and publishing it would stop the replay at this letter every time.
+    try:
+        topic.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(value: object) -> str | None:

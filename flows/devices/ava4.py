@@ -112,7 +112,6 @@ def parse(
     message_time = parse_device_time(get_field(obj, "time"))
     gateway_key = IdKind.GATEWAY.key(screened.mac)
     parts = Parts()
-    ble_keys: list[str] = []
     for index, item in enumerate(items):
         parts.read(
             partial(
@@ -120,9 +119,7 @@ def parse(
             )
         )
     readings = parts.checked()
-    for reading in readings:
-        if reading.sub_device is not None and reading.sub_device not in ble_keys:
-            ble_keys.append(reading.sub_device)
+    ble_keys = list(dict.fromkeys(r.sub_device for r in readings if r.sub_device is not None))
     if not readings:
         # An empty scan result: the gateway is alive but measured nothing.
         status = gateway_status(obj, screened.mac)

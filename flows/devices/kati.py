@@ -108,7 +108,9 @@ class _WatchMessage:
     def status(self, online: bool | None = True) -> DeviceStatus:
         return _watch_status(self.obj, self.key, online)
 
-    def result(self, readings: list[Reading], parts: Parts | None = None) -> ParsedMessage:
+    def result(
+        self, readings: list[Reading], rejected: list[tuple[str, str]] | None = None
+    ) -> ParsedMessage:
         if not readings:
             return status_only(DEVICE_TYPE, self.imei, self.message_kind, self.status(), [self.key])
         return ParsedMessage(
@@ -118,7 +120,7 @@ class _WatchMessage:
             readings=readings,
             lookup_keys=[self.key],
             status=self.status(),
-            rejected=parts.rejected if parts else [],
+            rejected=rejected or [],
         )
 
 
@@ -211,10 +213,8 @@ def _vital_sign(message: _WatchMessage) -> ParsedMessage:
     device_time = _watch_time(message.obj)
     parts = Parts()
     _vital_readings(parts, message.obj, "Kati VitalSign", device_time, message)
-    readings = [*parts.readings, *_location_reading(message, device_time, needs_fix=True)]
-    if not readings:
-        parts.checked()  # every vital sign sent was unreadable: the first one's error
-    return message.result(readings, parts)
+    parts.readings.extend(_location_reading(message, device_time, needs_fix=True))
+    return message.result(parts.checked(), parts.rejected)
 
 
 def _ap55(message: _WatchMessage) -> ParsedMessage:
@@ -231,11 +231,8 @@ def _ap55(message: _WatchMessage) -> ParsedMessage:
             continue
         device_time = parse_device_time(get_field(item, "timestamp"))
         _vital_readings(parts, item, context, device_time, message)
-    location = _location_reading(message, _watch_time(message.obj), needs_fix=True)
-    readings = [*parts.readings, *location]
-    if not readings:
-        parts.checked()  # every item was unreadable: the first one's error
-    return message.result(readings, parts)
+    parts.readings.extend(_location_reading(message, _watch_time(message.obj), needs_fix=True))
+    return message.result(parts.checked(), parts.rejected)
 
 
 def _location(message: _WatchMessage) -> ParsedMessage:

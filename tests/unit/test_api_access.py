@@ -138,8 +138,15 @@ def test_a_token_without_a_scope_claim_is_valid_and_grants_nothing() -> None:
 
 def test_events_without_a_patient_are_visible_to_events_all_only() -> None:
     assert Access.unrestricted().can_see(None, None)
-    assert not Access(hospitals=frozenset({"H1"})).can_see(None, "H1")
+    assert not Access(hospitals=frozenset({"H1"})).can_see(None, None)
     assert not Access(patients=frozenset({"P1"})).can_see(None, None)
+
+
+def test_a_households_events_are_visible_to_its_hospital_not_to_one_patient() -> None:
+    # A message of several patients' readings names no patient, only their shared hospital.
+    assert Access(hospitals=frozenset({"H1"})).can_see(None, "H1")
+    assert not Access(hospitals=frozenset({"H2"})).can_see(None, "H1")
+    assert not Access(patients=frozenset({"P1"})).can_see(None, "H1")
 
 
 def test_hospital_grant_sees_its_patients_and_patient_grant_only_that_patient() -> None:

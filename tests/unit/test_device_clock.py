@@ -173,3 +173,10 @@ def test_device_times_are_read_in_every_form_firmware_sends(
 )
 def test_resets_and_garbage_are_no_device_time(raw: object) -> None:
     assert parse_device_time(raw) is None
+
+
+@pytest.mark.parametrize(
+    "raw", ["13/07/2025 10:00:00+07:99", "13/07/2025 10:00:00 -99:99", "01/01/0001 00:00:00"]
+)
+def test_impossible_zones_and_reset_years_in_the_watch_form_are_no_device_time(raw: str) -> None:
+    assert parse_device_time(raw) is None

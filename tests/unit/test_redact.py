@@ -10,7 +10,7 @@ import pytest
 
 from flows.device_clock import ClockRule
 from flows.devices.parse_payload import parse_payload
-from flows.redact import REDACTED, redact, safe_label
+from flows.redact import REDACTED, redact, safe_label, scrub_citizen_ids
 
 RULE = ClockRule(max_age=timedelta(days=7), max_skew=timedelta(seconds=300))
 QUBE = {
@@ -175,3 +175,22 @@ def test_a_message_type_that_may_be_a_name_is_not_reported() -> None:
     parsed = parse_payload("CM4_BLE_GW_TX", json.dumps(payload).encode(), received, RULE)
     assert parsed.message_kind == "(not shown)"
     assert len(parsed.readings) == 2  # the reading itself is read as before
+
+
+def _with_check_digit(first12: str) -> int:
+    total = sum(int(d) * (13 - i) for i, d in enumerate(first12))
+    return int(first12 + str((11 - total % 11) % 10))
+
+
+def test_a_citizen_id_sent_as_a_number_is_redacted_and_epoch_milliseconds_kept() -> None:
+    citizen = _with_check_digit("110170020345")
+    assert redact({"id": citizen, "list": [citizen]}) == {"id": REDACTED, "list": [REDACTED]}
+    # Epoch milliseconds are 13-digit numbers too: most fail the check digit (this one does).
+    assert redact({"time": 1752396600000}) == {"time": 1752396600000}
+    assert redact({"n": citizen + 1}) == {"n": citizen + 1}
+
+
+def test_log_text_loses_both_forms_of_a_citizen_id() -> None:
+    assert scrub_citizen_ids("citizen 1-2345-67890-12-3 and 3570300400000 failed") == (
+        "citizen [redacted] and [redacted] failed"
+    )

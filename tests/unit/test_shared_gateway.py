@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from api.auth import Access
 from connectors.mqtt_source import MqttMessage
 from flows.pipeline import build_flow
 from flows.settings import Settings
@@ -50,7 +51,11 @@ def _bp(ble: str | None, high: int, low: int, pulse: int) -> dict[str, Any]:
     return item
 
 
-def _run(db: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _run(
+    db: Any,
+    items: list[dict[str, Any]],
+    letters: list[tuple[str, tuple[str, bytes]]] | None = None,
+) -> list[dict[str, Any]]:
     payload = {
         "from": "BLE",
         "to": "CLOUD",
@@ -70,7 +75,7 @@ def _run(db: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         Settings(),
         source=TestingSource([delivery]),
         steps_sink=TestingSink(steps),
-        dlq_sink=TestingSink([]),
+        dlq_sink=TestingSink(letters if letters is not None else []),
         alerts_sink=TestingSink([]),
         database=lambda: db,
     )
@@ -135,3 +140,35 @@ def test_readings_of_one_patient_keep_the_patient_on_the_events(database: Any) -
 
     assert set(_stored(database)) == {"dad"}
     assert {(e["patient_id"], e["hospital_id"]) for e in events} == {("dad", "h1")}
+
+
+def test_an_unknown_cuffs_reading_is_no_ones_and_dead_lettered(database: Any) -> None:
+    # The gateway is registered to no one: the unknown cuff's hypertensive reading must not
+    # become the registered cuff's owner's.
+    _register(database, {"dad": "h1", "mom": "h2", "host": "h1"})
+    database.devices.delete_one({"_id": "gateway:08F9E0D1F7B4"})
+    letters: list[tuple[str, tuple[str, bytes]]] = []
+    events = _run(
+        database, [_bp("aabbccddeeff", 185, 120, 90), _bp(DAD_CUFF, 120, 80, 70)], letters
+    )
+
+    assert _stored(database) == {"dad": {("blood_pressure", 120), ("heart_rate", 70)}}
+    # Indices are the message's: a replay once the cuff is registered stores it as :0 and :1.
+    assert sorted(d["_id"].rpartition(":")[2] for d in database.observations.find({})) == [
+        "2",
+        "3",
+    ]
+    assert {(e["patient_id"], e["hospital_id"]) for e in events} == {("dad", "h1")}
+    lookup = next(e for e in events if e["step"] == "3_patient_lookup")
+    [rejected] = lookup["processed_data"]["rejected"]
+    assert rejected["code"] == "unknown_device" and "ble:AABBCCDDEEFF" in rejected["message"]
+    [(_key, (_k, value))] = letters
+    assert json.loads(value)["reason"]["code"] == "parts_rejected"
+
+
+def test_a_households_events_are_visible_to_its_hospitals_viewers(database: Any) -> None:
+    _register(database, {"dad": "h1", "mom": "h1", "host": "h1"})
+    events = _run(database, [_bp(DAD_CUFF, 120, 80, 70), _bp(MOM_CUFF, 150, 95, 80)])
+    hospital, dad = Access(hospitals=frozenset({"h1"})), Access(patients=frozenset({"dad"}))
+    assert all(hospital.can_see(e["patient_id"], e["hospital_id"]) for e in events)
+    assert not any(dad.can_see(e["patient_id"], e["hospital_id"]) for e in events)

@@ -86,6 +86,7 @@ def record(**fields: Any) -> bytes:
         record(payload_encoding="base64", payload="not base64!"),
         record(payload_encoding="latin-1"),
         record(payload="\udcff"),
+        record(topic="dusun_pub\udcff"),  # written escaped by `dead_letters`; unpublishable
         record(delivery=0),
         record(delivery="2"),
         record(delivery=True),
