@@ -176,7 +176,10 @@ def event_topics(settings: Settings) -> dict[str, TopicSpec]:
 
 def _record_writer(settings: Settings) -> RecordWriter:
     return open_record_writer(
-        settings.event_log_url, settings.kafka_bootstrap, event_topics(settings)
+        settings.event_log_url,
+        settings.kafka_bootstrap,
+        event_topics(settings),
+        settings.kafka_compression,
     )
 
 

@@ -27,25 +27,30 @@ class TopicSpec:
 
 
 def open_record_writer(
-    event_log_url: str | None, kafka_bootstrap: str, topics: Mapping[str, TopicSpec]
+    event_log_url: str | None,
+    kafka_bootstrap: str,
+    topics: Mapping[str, TopicSpec],
+    compression: str = "none",
 ) -> RecordWriter:
     """Return a writer to the SQLite log `event_log_url` names, else to Kafka.
 
-    Kafka topics missing from the cluster are created first, with their partitions.
+    Kafka topics missing from the cluster are created first, with their partitions; the
+    writer's record batches are compressed with `compression` ("none", "gzip" or "lz4").
     """
     if event_log_url and event_log_url.startswith(SQLITE_PREFIX):
         from sinks.sqlite_event_log import SqliteEventLog
 
         return SqliteEventLog(event_log_url.removeprefix(SQLITE_PREFIX))
-    ahead = _ahead.take((kafka_bootstrap, tuple(topics.items()))) if _ahead else None
+    key = (kafka_bootstrap, tuple(topics.items()), compression)
+    ahead = _ahead.take(key) if _ahead else None
     if ahead is not None:
         return ahead
     _create_topics(kafka_bootstrap, topics)
-    return _kafka_writer(kafka_bootstrap, topics)
+    return _kafka_writer(kafka_bootstrap, topics, compression)
 
 
 def open_writers_ahead(
-    kafka_bootstrap: str, topics: Mapping[str, TopicSpec], count: int
+    kafka_bootstrap: str, topics: Mapping[str, TopicSpec], count: int, compression: str = "none"
 ) -> threading.Thread:
     """Create the topics and open `count` Kafka writers now, on a thread of their own.
 
@@ -57,7 +62,7 @@ def open_writers_ahead(
     another. Opening also says at once when Kafka is away, even while the flow is idle.
     """
     global _ahead
-    pool = _ahead = _WritersAhead((kafka_bootstrap, tuple(topics.items())), count)
+    pool = _ahead = _WritersAhead((kafka_bootstrap, tuple(topics.items()), compression), count)
 
     def open_all() -> None:
         try:
@@ -67,7 +72,7 @@ def open_writers_ahead(
         for _ in range(count):
             writer: RecordWriter | None = None
             try:
-                writer = _kafka_writer(kafka_bootstrap, topics)
+                writer = _kafka_writer(kafka_bootstrap, topics, compression)
             except Exception:
                 logger.exception("opening a Kafka writer ahead failed; one opens when needed")
             pool.put(writer)
@@ -81,8 +86,11 @@ def _create_topics(kafka_bootstrap: str, topics: Mapping[str, TopicSpec]) -> Non
     ensure_topics(kafka_bootstrap, {name: spec.partitions for name, spec in topics.items()})
 
 
-def _kafka_writer(kafka_bootstrap: str, topics: Mapping[str, TopicSpec]) -> KafkaWriter:
-    return KafkaWriter(kafka_bootstrap, {name: spec.content_type for name, spec in topics.items()})
+def _kafka_writer(
+    kafka_bootstrap: str, topics: Mapping[str, TopicSpec], compression: str
+) -> KafkaWriter:
+    content_types = {name: spec.content_type for name, spec in topics.items()}
+    return KafkaWriter(kafka_bootstrap, content_types, compression)
 
 
 class _WritersAhead:

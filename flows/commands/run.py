@@ -107,7 +107,12 @@ def run_dataflow(settings: Settings) -> int:
         # records come: one per topic for each event-writer partition of this process.
         topics = event_topics(settings)
         parts = local_parts(settings.mqtt_partitions, settings.this_process, settings.processes)
-        open_writers_ahead(settings.kafka_bootstrap, topics, len(topics) * len(parts))
+        open_writers_ahead(
+            settings.kafka_bootstrap,
+            topics,
+            len(topics) * len(parts),
+            settings.kafka_compression,
+        )
     tune_garbage_collection()
     set_switch_interval(settings.switch_interval_ms)
     stop.install()

@@ -13,11 +13,14 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.memory_records import MemoryRecords
 
 from sinks import record_writers
 from sinks.kafka_writer import CLOUDEVENTS_JSON, RECORDS_REFUSED, KafkaWriter, Record
@@ -141,6 +144,63 @@ def test_sent_batches_arrive_once_in_order_per_key_where_send_would_put_them(
     finally:
         producer.close()
     assert {r.key.decode(): r.partition for r in written} == expected
+
+
+def batch_codecs_on_disk(bootstrap: str, topic: str) -> list[int]:
+    """Return the compression codec of every record batch of `topic`'s partition 0, as stored.
+
+    Read from the broker's own log segment (its directory as the broker reports it): the
+    consumer decompresses without saying, so only the file shows what was sent.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_log_dirs()
+    finally:
+        admin.close()
+    (log_dir,) = {d["log_dir"] for broker in described for d in broker["log_dirs"]}
+    segments = sorted(Path(log_dir, f"{topic}-0").glob("*.log"))
+    codecs = []
+    for segment in segments:
+        records = MemoryRecords(segment.read_bytes())
+        while (batch := records.next_batch()) is not None:
+            codecs.append(batch.compression_type)
+    return codecs
+
+
+@pytest.mark.parametrize("how", ["write", "send+sync"])
+def test_lz4_batches_are_stored_compressed_and_read_back_as_written(
+    services: Any, unique_id: str, how: str
+) -> None:
+    topic, plain = f"vitalflow.test.lz4-{unique_id}", f"vitalflow.test.plain-{unique_id}"
+    admin = KafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1), NewTopic(plain, 1, 1)])
+    admin.close()
+    # Step-event-like values: repetitive JSON, as the flow's are.
+    records = [
+        (f"device-{n % 7}", json.dumps({"n": n, "step": "2_payload_parsed", "pad": "ab" * 200}))
+        for n in range(600)
+    ]
+    encoded = [(key, value.encode()) for key, value in records]
+    writer = KafkaWriter(services.kafka_bootstrap, {topic: CLOUDEVENTS_JSON}, "lz4")
+    try:
+        write_as(writer, how, topic, encoded)
+    finally:
+        writer.close()
+
+    written = read_records(services.kafka_bootstrap, topic)
+    assert [(r.key.decode(), r.value) for r in written] == encoded
+    assert all(r.headers == [("content-type", CLOUDEVENTS_JSON)] for r in written)
+    codecs = batch_codecs_on_disk(services.kafka_bootstrap, topic)
+    assert codecs and set(codecs) == {DefaultRecordBatch.CODEC_LZ4}
+    # And uncompressed by default: the test above would pass on any writer otherwise.
+    writer = KafkaWriter(services.kafka_bootstrap, {plain: CLOUDEVENTS_JSON})
+    try:
+        write_as(writer, how, plain, encoded[:10])
+    finally:
+        writer.close()
+    assert set(batch_codecs_on_disk(services.kafka_bootstrap, plain)) == {
+        DefaultRecordBatch.CODEC_NONE
+    }
 
 
 def test_a_new_writer_learns_every_topics_partitions_before_its_first_send(
