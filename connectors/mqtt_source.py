@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
@@ -32,6 +32,7 @@ from typing_extensions import override
 
 from connectors.buffered_reads import BufferedClient
 from connectors.mqtt_inbox import MqttInbox
+from connectors.poll_pace import PollPace
 from connectors.topic_matcher import without_matcher_cycles
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_IDLE_POLL = timedelta(milliseconds=20)
 
 MQTT_RECEIVED = Counter(
     "vitalflow_mqtt_received", "MQTT messages received, by source partition", ["partition"]
@@ -174,6 +174,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self._closing = False
         self.emitted: list[tuple[int, int, int]] = []
         self.sealed: list[tuple[int, int, int]] = []
+        self._pace = PollPace()
         # Many messages per read and per pass of paho's loop (connectors.buffered_reads).
         self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -206,6 +207,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
                 self.emitted.append((item.generation, item.mid, item.qos))
             batch.append(item.message)
         _activity[self.name] = (time.monotonic(), self.connected)
+        self._pace.took(len(batch))
         if batch:
             MQTT_RECEIVED.labels(self.name).inc(len(batch))
         MQTT_UNACKED.labels(self.name).set(len(self.inbox) + len(self.emitted) + len(self.sealed))
@@ -213,10 +215,8 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
 
     @override
     def next_awake(self) -> datetime | None:
-        # Poll again soon when idle instead of spinning; with messages waiting, at once.
-        if self.inbox.empty():
-            return datetime.now(UTC) + _IDLE_POLL
-        return None
+        # With messages waiting, at once; else soon, but not spinning (connectors.poll_pace).
+        return self._pace.next_awake(not self.inbox.empty())
 
     @override
     def snapshot(self) -> None:
