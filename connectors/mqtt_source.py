@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
@@ -158,6 +158,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         *,
         batch_size: int,
         stop: threading.Event,
+        pace: PollPace | None = None,
         ca_file: str | None = None,
     ) -> None:
         self.name = name
@@ -174,7 +175,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self._closing = False
         self.emitted: list[tuple[int, int, int]] = []
         self.sealed: list[tuple[int, int, int]] = []
-        self._pace = PollPace()
+        self._pace = pace or PollPace()
         # Many messages per read and per pass of paho's loop (connectors.buffered_reads).
         self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -316,6 +317,7 @@ class MqttSource(FixedPartitionedSource[MqttMessage, None]):
         inbox_size: int = 20_000,
         inbox_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 1000,
+        busy_poll_ms: float = 2.0,
         ca_file: str | None = None,
         stop: threading.Event | None = None,
         process_id: int = 0,
@@ -330,6 +332,7 @@ class MqttSource(FixedPartitionedSource[MqttMessage, None]):
         self._inbox_size = inbox_size
         self._inbox_bytes = inbox_bytes
         self._batch_size = batch_size
+        self._busy_poll = timedelta(milliseconds=busy_poll_ms)
         self._ca_file = ca_file
         self._stop = stop if stop is not None else threading.Event()
         self._process_id = process_id
@@ -359,6 +362,7 @@ class MqttSource(FixedPartitionedSource[MqttMessage, None]):
             subscriptions,
             MqttInbox(self._inbox_size, self._inbox_bytes),
             batch_size=self._batch_size,
+            pace=PollPace(busy=self._busy_poll),
             stop=self._stop,
             ca_file=self._ca_file,
         )

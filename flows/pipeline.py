@@ -193,6 +193,7 @@ def _mqtt_source(settings: Settings, stop: threading.Event | None) -> MqttSource
         share_group=settings.mqtt_share_group,
         inbox_size=settings.mqtt_inbox_size,
         batch_size=settings.mqtt_batch_size,
+        busy_poll_ms=settings.mqtt_busy_poll_ms,
         inbox_bytes=settings.mqtt_inbox_bytes,
         ca_file=settings.mqtt_ca_file,
         stop=stop,

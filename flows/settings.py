@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     mqtt_inbox_size: int = Field(default=20_000, ge=1)
     # Most messages the flow takes from the inbox at a time (Bytewax's batch).
     mqtt_batch_size: int = Field(default=1000, ge=1)
+    # How soon the worker polls the inbox again after finding it empty, while messages came
+    # within the last second (idle: 20 ms). Shorter waits less, wakes the worker more
+    # (connectors.poll_pace: at 100 msg/s, 2 ms: publish -> stored p50 3 ms, 42 % of a core;
+    # 20 ms: 14 ms, 34 %).
+    mqtt_busy_poll_ms: float = Field(default=2.0, gt=0, le=1000)
     # Received payload bytes waiting for the flow; with the count above, what bounds memory
     # while the flow waits (e.g. for Kafka). One larger message is still taken.
     mqtt_inbox_bytes: int = Field(default=64 * 1024 * 1024, ge=1)

@@ -1,7 +1,8 @@
-"""The flow's event writers are opened with the settings' topics and compression."""
+"""Settings reach the parts they set: the event writers' compression, the source's poll pace."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,3 +22,9 @@ def test_the_flows_writers_take_the_compression_setting(monkeypatch: pytest.Monk
         ("kafka.test:9092", "none"),
     ]
     assert set(opened[0][2]) == {"vitalflow.steps", "vitalflow.dlq", "vitalflow.alerts"}
+
+
+def test_the_sources_busy_poll_pace_comes_from_the_settings() -> None:
+    source = pipeline._mqtt_source(Settings(mqtt_busy_poll_ms=7.5), None)
+    assert source._busy_poll == timedelta(milliseconds=7.5)
+    assert pipeline._mqtt_source(Settings(), None)._busy_poll == timedelta(milliseconds=2)
