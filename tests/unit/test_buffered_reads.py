@@ -245,3 +245,43 @@ def test_without_manual_acks_nothing_is_queued_twice() -> None:
     client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="auto-acks")
     client.ack_all([(1, 1), (2, 2)])  # paho acked these itself on receipt
     assert not client._out_packet
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    try:
+        yield client, accepted
+    finally:
+        client.close()
+        accepted.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux's TCP_QUICKACK only")
+def test_each_read_from_a_tcp_socket_asks_the_kernel_to_ack_at_once(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Without the request the modes read back are mostly 0 (seen: [0, 1, 0]).
+    client, broker = tcp_pair
+    reader = BufferedSocket(client)
+    assert reader._quickack is not None
+    modes = []
+    for round_ in range(3):
+        # Delayed ACKs, as after the flow's PUBACKs (the kernel's "ping-pong" mode).
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        broker.sendall(b"packet-%d" % round_)
+        assert reader.recv(8) == b"packet-%d" % round_
+        modes.append(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+    assert modes == [1, 1, 1]
+
+
+def test_a_socket_without_tcp_options_is_read_as_before(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    left, right = pair  # a Unix socket pair: no TCP_QUICKACK to set
+    reader = BufferedSocket(left)
+    assert reader._quickack is None
+    right.sendall(b"abc")
+    assert reader.recv(3) == b"abc"
