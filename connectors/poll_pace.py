@@ -4,7 +4,7 @@ Bytewax parks the worker until the time a source's `next_awake` gives, and nothi
 paho's thread can wake it sooner: a message that arrives meanwhile waits out the rest. With
 a fixed 20 ms, at 1,000 msg/s the worker often found the inbox empty after a batch and
 slept: received -> parsed took 14-18 ms at p50, publish -> stored p50/p99 35-47/116-127 ms;
-polled every 2 ms while busy, 3 ms and 23/67-85 ms (pipeline benchmark, latency runs at
+polled every 2 ms while busy: 3 ms, and 23/67-85 ms (pipeline benchmark, latency runs at
 1,000 msg/s, purged services, alternating; CHANGELOG). Each extra wake-up costs a little
 (an idle flow polled every 2 ms used 5.5 % of a core against 3.8 % at 20 ms), so the short
 pace holds only while traffic flows: for `busy_for` seconds after the last message taken,
