@@ -29,11 +29,8 @@ from raw_publisher import publish_packet
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     left, right = socket.socketpair()
-    try:
+    with left, right:
         yield left, right
-    finally:
-        left.close()
-        right.close()
 
 
 def _read_all(reader: BufferedSocket, sizes: list[int], total: int) -> bytes:
@@ -252,11 +249,8 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = socket.create_connection(server.getsockname())
         accepted, _ = server.accept()
-    try:
+    with client, accepted:
         yield client, accepted
-    finally:
-        client.close()
-        accepted.close()
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux's TCP_QUICKACK only")
