@@ -46,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-
 MQTT_RECEIVED = Counter(
     "vitalflow_mqtt_received", "MQTT messages received, by source partition", ["partition"]
 )
@@ -158,7 +157,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         *,
         batch_size: int,
         stop: threading.Event,
-        pace: PollPace | None = None,
+        pace: PollPace,
         ca_file: str | None = None,
     ) -> None:
         self.name = name
@@ -175,7 +174,7 @@ class _MqttPartition(StatefulSourcePartition[MqttMessage, None]):
         self._closing = False
         self.emitted: list[tuple[int, int, int]] = []
         self.sealed: list[tuple[int, int, int]] = []
-        self._pace = pace or PollPace()
+        self._pace = pace
         # Many messages per read and per pass of paho's loop (connectors.buffered_reads).
         self.client = BufferedClient(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,

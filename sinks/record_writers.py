@@ -41,7 +41,7 @@ def open_record_writer(
         from sinks.sqlite_event_log import SqliteEventLog
 
         return SqliteEventLog(event_log_url.removeprefix(SQLITE_PREFIX))
-    key = (kafka_bootstrap, tuple(topics.items()), compression)
+    key = _pool_key(kafka_bootstrap, topics, compression)
     ahead = _ahead.take(key) if _ahead else None
     if ahead is not None:
         return ahead
@@ -62,7 +62,7 @@ def open_writers_ahead(
     another. Opening also says at once when Kafka is away, even while the flow is idle.
     """
     global _ahead
-    pool = _ahead = _WritersAhead((kafka_bootstrap, tuple(topics.items()), compression), count)
+    pool = _ahead = _WritersAhead(_pool_key(kafka_bootstrap, topics, compression), count)
 
     def open_all() -> None:
         try:
@@ -80,6 +80,11 @@ def open_writers_ahead(
     thread = threading.Thread(target=open_all, name="vitalflow-kafka-ahead", daemon=True)
     thread.start()
     return thread
+
+
+def _pool_key(kafka_bootstrap: str, topics: Mapping[str, TopicSpec], compression: str) -> object:
+    # A writer opened ahead is handed out only for the very configuration it was opened with.
+    return (kafka_bootstrap, tuple(topics.items()), compression)
 
 
 def _create_topics(kafka_bootstrap: str, topics: Mapping[str, TopicSpec]) -> None:

@@ -15,9 +15,9 @@ class Clock:
         return self.now
 
 
-def wait_of(pace: PollPace, waiting: bool = False) -> timedelta | None:
+def wait_of(pace: PollPace) -> timedelta | None:
     before = datetime.now(UTC)
-    awake = pace.next_awake(waiting)
+    awake = pace.next_awake(waiting=False)
     return None if awake is None else awake - before
 
 
