@@ -411,13 +411,16 @@ class StreamHub:
         """Refresh the consumer lag and the feed's health every few seconds."""
         while not self._stopping:
             await asyncio.sleep(self.tuning.offsets_interval_seconds)
+            # What was read before asking: the tail goes on reading while the answer is on
+            # its way, and may pass the end the broker gave (a slow answer under load).
+            read_before = self.head
             try:
                 earliest, end = await self.in_history(feed.offsets)
             except FeedError as exc:
                 self._set_state("down", str(exc))
                 continue
             self.earliest = earliest
-            if not end.covers(self.head):
+            if not end.covers(read_before):
                 # Offsets went backwards: the topic was recreated. The reader starts over.
                 self._topic_behind = True
                 continue

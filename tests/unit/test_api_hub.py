@@ -553,3 +553,36 @@ def test_a_feed_failure_during_catch_up_ends_the_stream_at_the_position_it_reach
         await hub.stop()
 
     run(scenario)
+
+
+class SlowOffsetsLog(MemoryLog):
+    """A log whose offsets answer arrives late, as a loaded broker's can: the end it gives
+    was read before records the live tail has taken meanwhile."""
+
+    def __init__(self, partitions: int, delay: float) -> None:
+        super().__init__(partitions)
+        self.delay = delay
+
+    def offsets(self) -> tuple[Position, Position]:
+        answer = super().offsets()
+        time.sleep(self.delay)
+        return answer
+
+
+def test_an_end_offset_read_before_newer_records_is_not_taken_for_a_recreated_topic() -> None:
+    async def scenario() -> None:
+        log = SlowOffsetsLog(partitions=1, delay=0.15)
+        hub = await started_hub(log, offsets_interval_seconds=0.05)
+        reader = open_stream(hub)
+        assert (await reader.frame()).event == "ready"
+        # Records keep coming while each offsets answer is on its way; the tail reads them.
+        for n in range(60):
+            log.append(0, step_event(n))
+            await asyncio.sleep(0.01)
+        frames = [await reader.frame() for _ in range(60)]
+        assert [f.event for f in frames if f.event not in STEPS] == []
+        assert message_ids(frames) == [f"m{n}" for n in range(60)]
+        assert hub.ready and hub.head == Position((60,))
+        await hub.stop()
+
+    run(scenario)
