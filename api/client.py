@@ -87,7 +87,7 @@ class SseParser:
             elif name == "id" and "\0" not in value:
                 self._id = value
                 self.last_id = value
-            elif name == "retry" and value.isdigit():
+            elif name == "retry" and value.isascii() and value.isdigit():
                 self._retry = int(value)
         return frames
 

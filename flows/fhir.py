@@ -110,7 +110,7 @@ def fhir_id(observation_id: str) -> str:
 def observation_id_of(resource_id: str) -> str | None:
     """Return the observation `_id` a FHIR id names, or None if it cannot name one."""
     message_id, sep, index = resource_id.rpartition("-")
-    if not sep or not message_id or not index.isdigit():
+    if not sep or not message_id or not (index.isascii() and index.isdigit()):
         return None
     return f"{message_id}:{index}"
 

@@ -39,6 +39,12 @@ def split_replay_topic(prefix: str, topic: str) -> ReplayedTopic | None:
     number, sep, original = topic[len(head) :].partition("/")
     # Anything malformed under the prefix is treated as an ordinary topic: parsing then fails
     # on it as on any unknown topic, with an error event and a dead letter, not a crash.
-    if not sep or not original or not number.isdigit() or len(number) > 9 or int(number) < 1:
+    # ASCII digits only: `isdigit` also takes "²" and "①", which `int` refuses, and
+    # fullwidth digits, which `int` reads, though `replay_topic` never writes them.
+    if not sep or not original or not _ascii_digits(number) or len(number) > 9 or int(number) < 1:
         return None
     return ReplayedTopic(original, int(number))
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()

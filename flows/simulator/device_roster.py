@@ -293,7 +293,7 @@ class Roster:
 
 def citizen_id_check_digit(first_twelve: str) -> int:
     """Return the mod-11 check digit of a Thai citizen ID's first 12 digits."""
-    if len(first_twelve) != 12 or not first_twelve.isdigit():
+    if len(first_twelve) != 12 or not _ascii_digits(first_twelve):
         msg = f"expected 12 digits, got {len(first_twelve)} characters"
         raise ValueError(msg)
     total = sum(int(digit) * (13 - position) for position, digit in enumerate(first_twelve))
@@ -302,14 +302,14 @@ def citizen_id_check_digit(first_twelve: str) -> int:
 
 def is_valid_citizen_id(citizen_id: str) -> bool:
     """Return True when `citizen_id` is 13 digits whose last one is the mod-11 check digit."""
-    if len(citizen_id) != 13 or not citizen_id.isdigit():
+    if len(citizen_id) != 13 or not _ascii_digits(citizen_id):
         return False
     return citizen_id_check_digit(citizen_id[:12]) == int(citizen_id[12])
 
 
 def luhn_check_digit(digits: str) -> int:
     """Return the Luhn check digit to append to `digits` (the IMEI's 15th digit)."""
-    if not digits.isdigit():
+    if not _ascii_digits(digits):
         msg = "Luhn check digit needs digits only"
         raise ValueError(msg)
     total = 0
@@ -317,6 +317,11 @@ def luhn_check_digit(digits: str) -> int:
         value = int(digit) * (2 if position % 2 == 0 else 1)
         total += value - 9 if value > 9 else value
     return (10 - total % 10) % 10
+
+
+def _ascii_digits(text: str) -> bool:
+    # `isdigit` alone also takes "²" and "①", which `int` refuses.
+    return text.isascii() and text.isdigit()
 
 
 def normalise_registry_key(key: str) -> str:

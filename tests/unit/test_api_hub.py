@@ -586,3 +586,9 @@ def test_an_end_offset_read_before_newer_records_is_not_taken_for_a_recreated_to
         await hub.stop()
 
     run(scenario)
+
+
+def test_the_sse_parser_ignores_a_retry_that_is_not_ascii_digits() -> None:
+    parser = SseParser()
+    frames = parser.feed("retry: ²\nretry: 1500\nretry: ①\ndata: x\n\n")
+    assert [(f.data, f.retry) for f in frames] == [("x", 1500)]

@@ -159,3 +159,9 @@ def test_searchset_bundle_validates() -> None:
     assert first is not None
     assert model.entry[0].fullUrl == f"http://testserver/fhir/Observation/{first['id']}"
     assert fhir_id(observation_id_of(first["id"]) or "") == first["id"]
+
+
+def test_a_fhir_id_whose_index_is_not_ascii_digits_names_no_observation():
+    assert observation_id_of("abc-1") == "abc:1"
+    assert observation_id_of("abc-²") is None
+    assert observation_id_of("abc-\uff11") is None

@@ -36,6 +36,12 @@ def test_a_replay_topic_splits_back_into_what_it_was_built_from(topic: str, numb
         "vitalflow/replay/1234567890/dusun_pub",
         "vitalflow/replayed/1/dusun_pub",
         "other/vitalflow/replay/1/dusun_pub",
+        # Digits to `str.isdigit` that `int` refuses ("²", "①": a crash of the receive
+        # step once, for every redelivery) or reads (fullwidth, Arabic-Indic).
+        "vitalflow/replay/²/dusun_pub",
+        "vitalflow/replay/①/dusun_pub",
+        "vitalflow/replay/\uff11/dusun_pub",
+        "vitalflow/replay/\u0663/dusun_pub",
     ],
 )
 def test_other_topics_are_not_replays(topic: str):
@@ -77,3 +83,10 @@ def test_without_a_prefix_nothing_is_taken_for_a_replay():
     raw = replay_topic(PREFIX, 2, "dusun_pub")
     envelope = receive(Delivery(raw, b"{}", T0, fingerprint(raw, b"{}")))
     assert envelope.delivery.topic == raw and envelope.delivery.replay_of is None
+
+
+def test_a_replay_topic_with_a_superscript_number_is_received_as_an_ordinary_topic():
+    raw = "vitalflow/replay/²/dusun_pub"
+    envelope = receive(Delivery(raw, b"{}", T0, fingerprint(raw, b"{}")), PREFIX)
+    assert envelope.delivery.topic == "vitalflow/replay/²/dusun_pub"
+    assert envelope.delivery.replay_of is None
