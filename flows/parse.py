@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,7 +103,18 @@ def _redacted_or_empty(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         return {}
     try:
-        decoded = json.loads(payload)
+        # NaN, Infinity and numbers beyond a float are not JSON: events carry null for them,
+        # as orjson writes them, so that strict consumers can read every event.
+        decoded = json.loads(payload, parse_constant=_none, parse_float=_finite_or_none)
     except (ValueError, RecursionError):
         return {}
     return redact(decoded) if isinstance(decoded, dict) else {}
+
+
+def _none(_constant: str) -> None:
+    return None
+
+
+def _finite_or_none(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None

@@ -12,13 +12,16 @@ Pure functions, no I/O. The topic names the device family (`FAMILIES`); each fam
   `ParsedMessage.payload` is the decoded payload with personal data redacted.
 
 Decoding is strict where JSON is: invalid UTF-8, NaN/Infinity (not JSON, and not storable),
-numbers too large for a float, and nesting deeper than `MAX_DEPTH` are `invalid_json`.
+numbers too large for a float, and nesting deeper than `MAX_DEPTH` are `invalid_json`. An
+escaped lone surrogate (a `u` escape from D800 to DFFF not in a pair: valid JSON, not
+Unicode) is read as U+FFFD.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +59,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # Every digit as "0", everything else as " ": a run of 19 digits is then a substring search.
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 _NINETEEN_DIGITS = b"0" * 19
+# `\ud800`-`\udfff` escapes (either case) not part of a pair decode to lone surrogates.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         msg = f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit"
         raise ParseError("payload_too_large", msg)
     decoded = _read_plainly(payload)
-    if decoded is None:
+    strictly = decoded is None
+    if strictly:
         decoded = _read_strictly(payload)
     if not isinstance(decoded, dict):
         msg = f"payload is JSON but not an object (it is a {type(decoded).__name__})"
@@ -121,7 +128,27 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     if too_deep(decoded, MAX_DEPTH):
         msg = f"payload nests deeper than {MAX_DEPTH} levels"
         raise ParseError("invalid_json", msg)
+    if strictly and _SURROGATE_ESCAPE.search(payload):
+        # JSON lets `\ud800` stand alone; Unicode text cannot hold it, so BSON and UTF-8
+        # refuse it (an `insert_many` raised UnicodeEncodeError and stopped the flow, on
+        # every redelivery). Each becomes U+FFFD, as Go's and WHATWG's decoders do: a glucose
+        # reading with a damaged meal marker is still stored. orjson refuses such payloads,
+        # so only the strict reader's results can hold one.
+        decoded = _without_lone_surrogates(decoded)
     return decoded
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """Return `value` with every lone surrogate in its texts and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {
+            _LONE_SURROGATE.sub("\ufffd", k): _without_lone_surrogates(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
 
 
 def _read_plainly(payload: bytes) -> Any:

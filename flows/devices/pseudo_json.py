@@ -83,7 +83,10 @@ class _Reader:
         number = _NUMBER.match(self.text, self.pos)
         if number:
             self.pos = number.end()
-            decoded = json.loads(number.group())
+            try:
+                decoded = json.loads(number.group())
+            except ValueError:  # an integer of over 4,300 digits, refused by int()
+                raise self.fail("number too long") from None
             if isinstance(decoded, float) and not math.isfinite(decoded):
                 raise self.fail("number too large")
             return decoded

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import random
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from pipeline_harness import (
     FlowUnderTest,
     bp_message,
     publish,
+    read_records,
     read_topic,
     register_bp_patient,
     terminal_count,
@@ -206,3 +208,110 @@ def test_a_payload_of_nul_bytes_is_dead_lettered_and_the_flow_goes_on(flow: Flow
     assert letter["message_id"] == nul_id and letter["payload_encoding"] == "base64"
     assert base64.b64decode(letter["payload"]) == nul[1]
     assert flow.db.observations.count_documents({"kind": "blood_pressure"}) == 1
+
+
+def test_texts_and_topics_an_adversarial_probe_found_leave_the_flow_running(
+    flow: FlowUnderTest,
+) -> None:
+    # Each of the first three stopped the flow, and again on every redelivery: a lone
+    # surrogate escape in a stored text (the store's BSON encoding raised), and a replay
+    # number `isdigit` took but `int` refused. The last two ended with step events that
+    # were not JSON (a bare NaN) and a location reading refused for its Wi-Fi text.
+    now = int(time.time())
+    kati_now = datetime.fromtimestamp(now, UTC).strftime("%d/%m/%Y %H:%M:%S")
+    glucose = {
+        "time": now,
+        "mac": "08:F9:E0:D1:F7:B4",
+        "type": "reportAttribute",
+        "data": {
+            "attribute": "Contour_Elite",
+            "mac": "08:F9:E0:D1:F7:B4",
+            "value": {
+                "device_list": [
+                    {
+                        "scan_time": now,
+                        "ble_addr": "806fb0750c88",
+                        "blood_glucose": "108",
+                        "marker": "After LONE Meal",
+                    }
+                ]
+            },
+        },
+    }
+    thermometer = {
+        "time": now,
+        "mac": "e4:5f:01:ed:82:59",
+        "type": "reportAttribute",
+        "data": {
+            "attribute": "TEMO_Jumper",
+            "ble_mac": "FF:23:01:28:10:00",
+            "value": {"Temp": 36.5, "mode": "LONE"},
+        },
+    }
+    location = {
+        "IMEI": "865067123456789",
+        "location": {
+            "GPS": {"latitude": 13.691643, "longitude": 100.70656},
+            "WiFi": "[{'SSID':'LONE','MAC':'aa-bb-cc-dd-ee-ff','RSSI':'87'}]",
+        },
+        "time": kati_now,
+    }
+    long_wifi = {**location, "location": {**location["location"], "WiFi": "[" + "9" * 5000 + "]"}}
+
+    def with_lone_surrogate(body: dict[str, Any]) -> bytes:
+        return json.dumps(body).encode().replace(b"LONE", b"\\ud800")
+
+    stored_texts = [
+        ("dusun_pub", with_lone_surrogate(glucose)),
+        ("CM4_BLE_GW_TX", with_lone_surrogate(thermometer)),
+        ("iMEDE_watch/location", with_lone_surrogate(location)),
+    ]
+    others = [
+        (f"{flow.replay_prefix}/\u00b2/dusun_pub", bp_message(1)[1]),
+        (
+            "iMEDE_watch/hb",
+            b'{"IMEI":"865067123456789","battery":NaN,"step":100000000000000000000}',
+        ),
+        ("iMEDE_watch/location", json.dumps(long_wifi).encode()),
+    ]
+    clock = ClockRule.from_settings(Settings())
+    keys = set()
+    for topic, raw in stored_texts:  # the watch of `others` is the location's
+        keys.update(parse_payload(topic, raw, datetime.now(UTC), clock).lookup_keys)
+    flow.db.patients.insert_one({"_id": "probe-patient", "hospital_id": "h1"})
+    flow.db.devices.insert_many([{"_id": k, "patient_id": "probe-patient"} for k in sorted(keys)])
+    register_bp_patient(flow.db, "probe-bp-patient")
+    messages = [*stored_texts, *others, bp_message(2)]
+    flow.prepare_session()
+    flow.start()
+    publish(flow.mqtt_url, messages)
+
+    def events() -> list[dict[str, Any]]:
+        return read_topic(flow.kafka_bootstrap, flow.steps_topic)
+
+    wait_for(lambda: terminal_count(events()) >= len(messages), 90, flow, "every chain to end")
+    flow.assert_running()
+    ends = {
+        e["data"]["message_id"]: (e["data"]["step"], e["data"]["status"])
+        for e in events()
+        if e["data"]["status"] != "success" or e["data"]["step"] == "5_medical_stored"
+    }
+    stored = ("5_medical_stored", "success")
+    assert [ends[fingerprint(*m)] for m in stored_texts] == [stored] * 3
+    assert ends[fingerprint(*others[2])] == stored
+    assert ends[fingerprint(*messages[-1])] == stored
+    assert ends[fingerprint(*others[0])][1] == "error"  # an unknown topic, not a replay
+    assert ends[fingerprint(*others[1])] == ("2_payload_parsed", "error")
+    texts = [flow.db.observations.find_one({"message_id": fingerprint(*m)}) for m in stored_texts]
+    assert all(
+        doc is not None and "\ufffd" in json.dumps(doc, default=str, ensure_ascii=False)
+        for doc in texts
+    )
+    # Every event is JSON to a strict reader: no bare NaN or Infinity.
+    for record in read_records(flow.kafka_bootstrap, flow.steps_topic):
+        json.loads(record.value, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> None:
+    msg = f"{constant} in a step event"
+    raise AssertionError(msg)

@@ -45,6 +45,7 @@ KNOWN_TOPICS = [
     "elsewhere",
 ]
 topics = st.sampled_from(KNOWN_TOPICS) | st.text(max_size=30)
+_WITH_SURROGATES = st.characters(categories=["Cs", "Ll", "Nd", "Zs"])
 
 scalars = (
     st.none()
@@ -53,12 +54,17 @@ scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats()
     | st.text(max_size=20)
+    # Lone surrogates (`json.dumps` writes them as `\ud800` escapes: JSON, not Unicode).
+    | st.text(_WITH_SURROGATES, max_size=8)
     | st.sampled_from(["", " ", "108", "36.43000031", "nan", "-inf", "1e400", "1_0", "xx:xx"])
 )
 json_values = st.recursive(
     scalars,
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=12) | st.text(_WITH_SURROGATES, max_size=4), children, max_size=5
+        )
     ),
     max_leaves=25,
 )
@@ -150,7 +156,9 @@ def mutated_samples(draw: st.DrawFn) -> tuple[str, bytes]:
         elif isinstance(key, str) and isinstance(parent, dict):
             parent[key.upper()] = parent.pop(key)
     topic = draw(st.sampled_from([sample["topic"], *KNOWN_TOPICS]))
-    return topic, json.dumps(payload, ensure_ascii=draw(st.booleans())).encode()
+    # Unescaped, a lone surrogate is written as its 3 bytes (CESU-8), not UTF-8.
+    text = json.dumps(payload, ensure_ascii=draw(st.booleans()))
+    return topic, text.encode("utf-8", "surrogatepass")
 
 
 @FUZZ

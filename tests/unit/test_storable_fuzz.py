@@ -62,7 +62,13 @@ def through_the_stages(topic: str, payload: bytes) -> None:
     if status is not None:
         bson.encode({"_id": status[0], "$set": status[1]})
     for _key, (_, value) in step_events(envelope) + dead_letters(envelope):
-        assert isinstance(json.loads(value), dict)
+        # Strict JSON: no NaN or Infinity, which Python's reader takes and others refuse.
+        assert isinstance(json.loads(value, parse_constant=_refuse), dict)
+
+
+def _refuse(constant: str) -> None:
+    msg = f"{constant} is not JSON"
+    raise AssertionError(msg)
 
 
 @FUZZ
