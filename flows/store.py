@@ -10,12 +10,14 @@ nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from bson.errors import InvalidDocument, InvalidStringData
 from pymongo import UpdateOne
 from pymongo.database import Database
 
@@ -24,7 +26,16 @@ from flows.model import SEVERITY_ORDER, Envelope, Step, StepOutcome, StepStatus
 from flows.store_failures import STORE_FAILURES
 from sinks.mongo_database import mongo_call, write_errors
 
-__all__ = ["ObservationStore", "device_status_update"]
+__all__ = ["UNSTORABLE", "ObservationStore", "device_status_update"]
+
+logger = logging.getLogger(__name__)
+
+# What the driver raises, before it sends anything, for a value BSON cannot hold (a lone
+# surrogate, an integer beyond 64 bits, a key it refuses). The parser keeps such values out;
+# should one get past it, it is that message's error, not a reason to stop the flow, which
+# would meet it again on every redelivery.
+_UNENCODABLE = (InvalidDocument, InvalidStringData, UnicodeEncodeError, OverflowError)
+UNSTORABLE = "unstorable_value"
 
 
 class ObservationStore:
@@ -46,13 +57,34 @@ class ObservationStore:
 
     def __call__(self, batch: list[Envelope]) -> Iterable[Envelope]:
         """Write what the batch carries and record stages 4 and 5 on each envelope."""
+        try:
+            return self._write(batch)
+        except _UNENCODABLE as exc:
+            if len(batch) > 1:
+                # Which message holds it is found by writing them one by one: every write is
+                # idempotent, so what the batch's attempt wrote is written again unchanged.
+                logger.warning(
+                    "a batch of %d messages holds a value the database cannot hold (%s); "
+                    "writing them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                return [done for envelope in batch for done in self([envelope])]
+            return [_unstorable(batch[0], exc)]
+
+    def _write(self, batch: list[Envelope]) -> list[Envelope]:
         db = self._database()
         ready = [i for i, e in enumerate(batch) if not e.finished and e.observations]
         envelopes = [batch[i] for i in ready]
         if isinstance(db, Database):
             status = self._pool.submit(self._write_device_status, db, batch)
             inserted = self._pool.submit(_insert_observations, db, envelopes)
-            updated = self._update_patients(db, envelopes)
+            try:
+                updated = self._update_patients(db, envelopes)
+            finally:
+                # Both end before anything else is written (after an encoding error, the
+                # batch again, one message at a time).
+                wait([status, inserted])
             insert_errors = inserted.result()
             status.result()
         else:
@@ -166,6 +198,27 @@ def device_status_update(envelope: Envelope) -> tuple[str, dict[str, Any]] | Non
     if status.details:
         fields["details"] = status.details
     return status.device_key, fields
+
+
+def _unstorable(envelope: Envelope, exc: Exception) -> Envelope:
+    """End `envelope`'s chain at step 4 with an error: it holds what BSON cannot encode."""
+    if envelope.finished:
+        return envelope
+    # The type only: the driver's message may quote the value, personal data included.
+    logger.error(
+        "message %s holds a value the database cannot hold (%s): not stored, dead-lettered",
+        envelope.delivery.message_id,
+        type(exc).__name__,
+    )
+    STORE_FAILURES.add([envelope.delivery.message_id])
+    outcome = StepOutcome(
+        step=Step.UPDATED,
+        status=StepStatus.ERROR,
+        at=datetime.now(UTC),
+        error_code=UNSTORABLE,
+        error_message=f"a value the database cannot hold ({type(exc).__name__})",
+    )
+    return envelope.replace(outcomes=[*envelope.outcomes, outcome])
 
 
 def _put_back(batch: list[Envelope], positions: list[int], done: list[Envelope]) -> list[Envelope]:
