@@ -54,8 +54,14 @@ def parse_envelope(envelope: Envelope, clock: ClockRule) -> Envelope:
         return _failed(envelope, outcome)
     summary: dict[str, Any] = {
         "message_kind": parsed.message_kind,
+        # Values may hold the device's free text (a Wi-Fi SSID, a meal marker): redacted as
+        # the payload is.
         "readings": [
-            {"kind": str(r.kind), "values": r.values, "measured_at": isoformat_z(r.measured_at)}
+            {
+                "kind": str(r.kind),
+                "values": redact(r.values),
+                "measured_at": isoformat_z(r.measured_at),
+            }
             for r in parsed.readings
         ],
     }

@@ -28,6 +28,7 @@ __all__ = [
     "redact",
     "safe_label",
     "scrub_citizen_ids",
+    "scrub_topic",
 ]
 
 REDACTED = "[redacted]"
@@ -56,14 +57,15 @@ _PERSONAL_PREFIXES = (
 # A Thai citizen ID: 13 digits, alone or inside a text (not part of a longer number: an IMEI
 # has 15, an ICCID 19-20). Epoch milliseconds sent as text have 13 digits too; they lose only
 # their place in the event's copy of the payload, not in what is stored.
-_CITIZEN_ID = re.compile(r"(?<!\d)\d{13}(?!\d)|(?<!\d)\d-\d{4}-\d{5}-\d{2}-\d(?!\d)")
+# Printed on the card as 1-4-5-2-1 groups, written with dashes, spaces or dots between them
+# (`flows.devices.identifiers.normalise_citizen_id` reads dashes and spaces).
+_GROUPED_ID = r"\d[-. ]\d{4}[-. ]\d{5}[-. ]\d{2}[-. ]\d"
+_CITIZEN_ID = re.compile(rf"(?<!\d)(?:\d{{13}}|{_GROUPED_ID})(?!\d)")
 _ID_CHARS = 13
 _FIVE_DIGITS = re.compile(r"\d{5}")
 # In free text (log lines), where ids of messages are hex: a run of 13 digits touching a hex
 # letter is part of one of those, not a citizen ID.
-_CITIZEN_ID_IN_TEXT = re.compile(
-    r"(?<![0-9A-Fa-f])(?:\d{13}|\d-\d{4}-\d{5}-\d{2}-\d)(?![0-9A-Fa-f])"
-)
+_CITIZEN_ID_IN_TEXT = re.compile(rf"(?<![0-9A-Fa-f])(?:\d{{13}}|{_GROUPED_ID})(?![0-9A-Fa-f])")
 # A 13-digit JSON number is a citizen ID when its check digit holds (mod 11, as the card's
 # does): epoch milliseconds are 13-digit numbers too, and 10 in 11 of them fail it.
 _ID_LOW, _ID_HIGH = 10**12, 10**13
@@ -103,11 +105,11 @@ def _text(value: str) -> str:
     return known
 
 
-def _number(value: int) -> int | str:
+def _number(value: int | float) -> int | float | str:
     """Return `value`, or `[redacted]` if it is a citizen ID sent as a number."""
-    if not _ID_LOW <= value < _ID_HIGH:
+    if not _ID_LOW <= value < _ID_HIGH or (type(value) is float and not value.is_integer()):
         return value
-    digits = [int(d) for d in str(value)]
+    digits = [int(d) for d in str(int(value))]  # 1103700012348.0 is the card's number too
     total = sum(d * (13 - i) for i, d in enumerate(digits[:12]))
     return REDACTED if (11 - total % 11) % 10 == digits[12] else value
 
@@ -141,7 +143,7 @@ def _personal(key: object) -> bool:
 # The exact types of JSON's scalars (subclasses of them too, but only by the iterative walk).
 # Texts and integers are looked at for citizen IDs; the others are kept as they are.
 JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-_KEPT = frozenset({float, bool, type(None)})
+_KEPT = frozenset({bool, type(None)})
 # Real payloads nest four levels deep; past this many levels the recursive copy hands the
 # rest to the iterative walk, so no payload can overflow the stack.
 _RECURSION_BUDGET = 48
@@ -162,7 +164,7 @@ def _copy(obj: Any, budget: int) -> Any:
     kind = type(obj)
     if kind is str:
         return obj if len(obj) < _ID_CHARS else _text(obj)
-    if kind is int:
+    if kind is int or kind is float:
         return _number(obj)
     if kind in _KEPT:
         return obj
@@ -178,9 +180,14 @@ def _copy(obj: Any, budget: int) -> Any:
                 personal = _personal(key)
             if personal:
                 copied[key] = REDACTED
-            elif type(value) is str:
+                continue
+            if type(key) is str and len(key) >= _ID_CHARS:
+                key = _text(key)  # a citizen ID used as a key
+            if type(value) is str:
                 copied[key] = value if len(value) < _ID_CHARS else _text(value)
-            elif type(value) in _KEPT or (type(value) is int and not _ID_LOW <= value < _ID_HIGH):
+            elif type(value) in _KEPT or (
+                (type(value) is int or type(value) is float) and not _ID_LOW <= value < _ID_HIGH
+            ):
                 copied[key] = value  # the common cases, without a call
             else:
                 copied[key] = _copy(value, budget - 1)
@@ -208,6 +215,8 @@ def _walk(obj: Any) -> Any:
                 if _personal(key):
                     copied[key] = REDACTED
                 else:
+                    if isinstance(key, str) and len(key) >= _ID_CHARS:
+                        key = _text(key)  # a citizen ID used as a key
                     copied[key] = None
                     pending.append((value, copied, key))
         elif isinstance(source, list | tuple):
@@ -216,9 +225,9 @@ def _walk(obj: Any) -> Any:
             pending.extend((value, items, index) for index, value in enumerate(source))
         elif isinstance(source, str):
             target[slot] = _text(source)
-        elif isinstance(source, int) and not isinstance(source, bool):
+        elif isinstance(source, int | float) and not isinstance(source, bool):
             target[slot] = _number(source)
-        elif isinstance(source, float | bool) or source is None:
+        elif isinstance(source, bool) or source is None:
             target[slot] = source
         else:
             target[slot] = copy.deepcopy(source)
@@ -247,3 +256,19 @@ def scrub_citizen_ids(text: str) -> str:
     if len(text) < _ID_CHARS:
         return text
     return _CITIZEN_ID_IN_TEXT.sub(REDACTED, text)
+
+
+# Topics repeat (a few per device family); a hostile stream can send endless distinct ones.
+_topic_memo: dict[str, str] = {}
+
+
+def scrub_topic(topic: str) -> str:
+    """`scrub_citizen_ids` for an MQTT topic (a level may hold an ID), remembered."""
+    known = _topic_memo.get(topic)
+    if known is None:
+        known = scrub_citizen_ids(topic)
+        if len(topic) <= _MEMO_TEXT_CHARS:
+            if len(_topic_memo) >= _MEMO_LIMIT:
+                _topic_memo.clear()
+            _topic_memo[topic] = known
+    return known

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from flows.flow_metrics import STEP_OUTCOMES
 from flows.model import Envelope, StepOutcome, StepStatus
-from flows.redact import scrub_citizen_ids
+from flows.redact import scrub_citizen_ids, scrub_topic
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -103,7 +103,9 @@ def to_cloudevent(envelope: Envelope, outcome: StepOutcome) -> dict[str, Any]:
         "status": str(outcome.status),
         "device_type": envelope.device_type,
         "device_id": envelope.device_id,
-        "topic": envelope.delivery.topic,
+        # A topic level may hold an ID (a misconfigured device): the dead letter keeps it
+        # whole, for replay, with the raw payload.
+        "topic": scrub_topic(envelope.delivery.topic),
         "patient_id": envelope.patient_id,
         "hospital_id": envelope.hospital_id,
         "payload": envelope.payload,

@@ -23,6 +23,7 @@ from pymongo.database import Database
 
 from flows.latest_vitals import HeldVitals, update_latest_vitals
 from flows.model import SEVERITY_ORDER, Envelope, Step, StepOutcome, StepStatus
+from flows.redact import redact
 from flows.store_failures import STORE_FAILURES
 from sinks.mongo_database import mongo_call, write_errors
 
@@ -262,7 +263,7 @@ def _stored_summary(envelope: Envelope) -> dict[str, Any]:
         {
             "id": d["_id"],
             "kind": d["kind"],
-            "values": d["values"],
+            "values": redact(d["values"]),  # free texts, as at step 2
             "flags": d.get("flags", []),
             "severity": d.get("severity", "normal"),
         }
