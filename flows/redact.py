@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import re
 import unicodedata
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "JSON_SCALARS",
@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 REDACTED = "[redacted]"
+
+_T = TypeVar("_T")
 
 # Keys whose values are personal data, by their letters and digits alone, case-folded: a key
 # is personal when its own are one of the exact ones or begin with one of the prefixes. "cid"
@@ -97,11 +99,7 @@ def _text(value: str) -> str:
     if known is None:
         # Most long texts (times, MACs, Wi-Fi lists) have no run of 5 digits: a quick no.
         found = _FIVE_DIGITS.search(value) and _CITIZEN_ID.search(value)
-        known = REDACTED if found else value
-        if len(value) <= _MEMO_TEXT_CHARS:
-            if len(_text_memo) >= _MEMO_LIMIT:
-                _text_memo.clear()
-            _text_memo[value] = known
+        known = _remember(_text_memo, value, REDACTED if found else value, _MEMO_TEXT_CHARS)
     return known
 
 
@@ -132,16 +130,20 @@ def _personal(key: object) -> bool:
     known = _personal_memo.get(key)
     if known is not None:
         return known
-    personal = is_personal_key(key)
-    if len(key) <= _MEMO_KEY_CHARS:
-        if len(_personal_memo) >= _MEMO_LIMIT:
-            _personal_memo.clear()
-        _personal_memo[key] = personal
-    return personal
+    return _remember(_personal_memo, key, is_personal_key(key), _MEMO_KEY_CHARS)
+
+
+def _remember(memo: dict[str, _T], key: str, value: _T, max_chars: int) -> _T:
+    """Keep `value` for `key` in `memo` if the key is short enough; start over when full."""
+    if len(key) <= max_chars:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = value
+    return value
 
 
 # The exact types of JSON's scalars (subclasses of them too, but only by the iterative walk).
-# Texts and integers are looked at for citizen IDs; the others are kept as they are.
+# Texts and numbers are looked at for citizen IDs; booleans and null are kept as they are.
 JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _KEPT = frozenset({bool, type(None)})
 # Real payloads nest four levels deep; past this many levels the recursive copy hands the
@@ -266,9 +268,5 @@ def scrub_topic(topic: str) -> str:
     """`scrub_citizen_ids` for an MQTT topic (a level may hold an ID), remembered."""
     known = _topic_memo.get(topic)
     if known is None:
-        known = scrub_citizen_ids(topic)
-        if len(topic) <= _MEMO_TEXT_CHARS:
-            if len(_topic_memo) >= _MEMO_LIMIT:
-                _topic_memo.clear()
-            _topic_memo[topic] = known
+        known = _remember(_topic_memo, topic, scrub_citizen_ids(topic), _MEMO_TEXT_CHARS)
     return known

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -84,8 +84,9 @@ class ObservationStore:
                 updated = self._update_patients(db, envelopes)
             finally:
                 # Both end before anything else is written (after an encoding error, the
-                # batch again, one message at a time).
-                wait([status, inserted])
+                # batch again, one message at a time); `exception()` waits without raising.
+                status.exception()
+                inserted.exception()
             insert_errors = inserted.result()
             status.result()
         else:
@@ -203,9 +204,15 @@ def device_status_update(envelope: Envelope) -> tuple[str, dict[str, Any]] | Non
 
 def _unstorable(envelope: Envelope, exc: Exception) -> Envelope:
     """End `envelope`'s chain at step 4 with an error: it holds what BSON cannot encode."""
-    if envelope.finished:
-        return envelope
     # The type only: the driver's message may quote the value, personal data included.
+    if envelope.finished:  # its chain has ended already (a status-only message, say)
+        logger.error(
+            "message %s: its device status holds a value the database cannot hold (%s); "
+            "not written",
+            envelope.delivery.message_id,
+            type(exc).__name__,
+        )
+        return envelope
     logger.error(
         "message %s holds a value the database cannot hold (%s): not stored, dead-lettered",
         envelope.delivery.message_id,

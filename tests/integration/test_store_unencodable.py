@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from pipeline_harness import bp_message, register_bp_patient
-from pymongo import MongoClient
 from pymongo.database import Database
+from test_latest_vitals import server_database
 
 from flows.device_clock import ClockRule
 from flows.enrich import enrich_envelope
@@ -33,13 +33,8 @@ RECEIVED = datetime(2025, 11, 26, 10, 0, tzinfo=UTC)
 
 @pytest.fixture
 def db(services: Any, unique_id: str) -> Iterator[Database[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(services.mongo_url, tz_aware=True)
-    name = f"vf_test_unencodable_{unique_id}"
-    try:
-        yield client[name]
-    finally:
-        client.drop_database(name)
-        client.close()
+    with server_database(services, f"vf_test_unencodable_{unique_id}") as database:
+        yield database
 
 
 def readings(db: Database[dict[str, Any]], count: int) -> list[Envelope]:
