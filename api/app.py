@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import build_verifier
@@ -60,6 +63,7 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(events.router)
     app.include_router(observability.router)
     app.include_router(patients.router)
@@ -69,3 +73,28 @@ def create_app(settings: Settings, tuning: StreamTuning | None = None) -> FastAP
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, without the values it refused.
+
+    Echoed, a refused value can carry what a client should not see again in a log or a
+    proxy's cache (a citizen ID), and one holding a lone surrogate (an escape from D800 to
+    DFFF in a JSON body) could not even be encoded: FastAPI's default handler answered 500.
+    """
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": [_printable(part) for part in error.get("loc", ())],
+            "msg": _printable(error.get("msg", "")),
+            "type": _printable(error.get("type", "")),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")

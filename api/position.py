@@ -18,7 +18,7 @@ __all__ = ["MAX_PARTITIONS", "Position", "PositionError"]
 
 MAX_PARTITIONS = 1024
 _MAX_TEXT = 16 * MAX_PARTITIONS
-_PAIR = re.compile(r"(\d{1,5})-(\d{1,19})")
+_PAIR = re.compile(r"([0-9]{1,5})-([0-9]{1,19})")
 
 
 class PositionError(ValueError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.position import Position
+from flows.model import may_hold_lone_surrogates, without_lone_surrogates
 
 __all__ = ["StepRecord", "format_frame", "parse_record"]
 
@@ -60,7 +61,11 @@ class StepRecord:
         """Return the CloudEvent as a JSON object."""
         body = self.body
         start = body.index(b"\ndata: ") + len(b"\ndata: ")
-        parsed: dict[str, Any] = json.loads(body[start:].rstrip(b"\n"))
+        text = body[start:].rstrip(b"\n")
+        parsed: dict[str, Any] = json.loads(text)
+        if may_hold_lone_surrogates(text):
+            # Kept escaped in frames, but a JSON answer is encoded as UTF-8, which has none.
+            parsed = without_lone_surrogates(parsed)
         return parsed
 
 
@@ -108,7 +113,7 @@ def parse_record(
         try:
             text = value.decode("utf-8")
             event = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             event = None
     data = event.get("data") if isinstance(event, dict) else None
     if not isinstance(data, dict):
@@ -122,8 +127,15 @@ def parse_record(
             position_after=position_after,
         )
     if "\n" in text or "\r" in text:
-        # An SSE data line ends at a newline, so pretty-printed JSON is compacted once here.
+        # An SSE data line ends at a newline, so pretty-printed JSON is compacted once here;
+        # with its escapes kept if it holds a lone surrogate (`"\\ud800"`), which UTF-8
+        # cannot carry (the reader failed on it, and again after every restart).
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = json.dumps(event, separators=(",", ":"))
     step = _text(data.get("step"))
     event_name = step if step is not None and _EVENT_NAME.fullmatch(step) else "step"
     frame = format_frame(event_name, text, position_after)

@@ -8,6 +8,7 @@ and the first error or skip ends the chain without any branch in the flow.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -28,6 +29,8 @@ __all__ = [
     "StepStatus",
     "fingerprint",
     "mask_key",
+    "may_hold_lone_surrogates",
+    "without_lone_surrogates",
 ]
 
 
@@ -86,6 +89,30 @@ def fingerprint(topic: str, payload: bytes) -> str:
     """
     digest = hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\x00" + payload)
     return digest.hexdigest()[:32]
+
+
+# A `\ud800`-`\udfff` escape in JSON text: alone (not in a pair) it decodes to a lone
+# surrogate, which JSON allows and UTF-8, BSON and strict JSON encoders refuse.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def may_hold_lone_surrogates(json_text: bytes) -> bool:
+    """Whether JSON text may decode to a lone surrogate (it has a surrogate escape)."""
+    return _SURROGATE_ESCAPE.search(json_text) is not None
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """Return decoded JSON with every lone surrogate in its texts and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {
+            _LONE_SURROGATE.sub("\ufffd", k): without_lone_surrogates(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [without_lone_surrogates(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ class HistoryCursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             value = json.loads(raw)
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, RecursionError) as exc:
             msg = "malformed cursor: pass back the next_cursor of a previous page unchanged"
             raise InvalidCursorError(msg) from exc
         if (
@@ -159,6 +159,8 @@ class HistoryCursor:
             or isinstance(value[0], bool)
             or not _MIN_MS <= value[0] <= _MAX_MS
             or not isinstance(value[1], str)
+            # An `_id` is text BSON can hold: a lone surrogate is none (a 500, before this).
+            or not _encodable(value[1])
         ):
             msg = "malformed cursor: pass back the next_cursor of a previous page unchanged"
             raise InvalidCursorError(msg)
@@ -350,3 +352,11 @@ def _as_utc(moment: datetime) -> datetime:
 def _epoch_ms(moment: datetime) -> int:
     # BSON dates hold milliseconds: a position finer than that would never match its document.
     return (_as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -44,7 +44,7 @@ __all__ = ["FHIR_JSON", "MAX_COUNT", "router"]
 
 FHIR_JSON = "application/fhir+json"
 MAX_COUNT = 1000
-_DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}(?:-\d{2}(?:-\d{2}(?:T.+)?)?)?)$")
+_DATE = re.compile(r"^(eq|ge|gt|le|lt)?([0-9]{4}(?:-[0-9]{2}(?:-[0-9]{2}(?:T.+)?)?)?)$")
 # The bearer token a browser may pass in the query: never copied into a Bundle's links.
 _TOKEN_PARAMETER = "access_token"
 # FHIR's IssueType for each error status the routes give.
@@ -136,8 +136,9 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
     try:
         if "T" in text:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
+            # In UTC, as stored: BSON cannot hold 9999-12-31T23:00-01:00 (an OverflowError
+            # in the driver, a 500, before this), so such a date is refused here.
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
             return moment, moment + timedelta(milliseconds=1)
         year = int(parts[0])
         if len(parts) == 1:

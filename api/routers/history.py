@@ -41,7 +41,7 @@ __all__ = [
 MAX_LIMIT = 1000
 MAX_BUCKETS = 5000
 _DEFAULT_SUMMARY_WINDOW = timedelta(hours=24)
-_BUCKET = re.compile(r"^(\d+)([smhd])$")
+_BUCKET = re.compile(r"^([0-9]+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 router = APIRouter(tags=["history"])
@@ -144,7 +144,9 @@ def _check_order(start: datetime | None, end: datetime | None) -> None:
 
 def _bucket_width(bucket: str) -> timedelta:
     match = _BUCKET.match(bucket)
-    if match is None or int(match.group(1)) == 0:
+    # Digits past a year's worth of days in seconds are no window (and past 4,300 `int`
+    # refuses them: a 500, before this).
+    if match is None or len(match.group(1)) > 12 or int(match.group(1)) == 0:
         msg = f"bucket {bucket!r} is not a width like 30s, 15m, 1h or 1d"
         raise invalid_parameter("bucket", msg)
     try:

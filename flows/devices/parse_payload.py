@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +33,12 @@ from flows.devices import ava4, kati, qube
 from flows.devices.gateway import UNKNOWN
 from flows.devices.nesting import too_deep
 from flows.devices.outcomes import NOT_DEVICE_DATA, NOTHING_TO_STORE
-from flows.model import ParsedMessage, ParseError
+from flows.model import (
+    ParsedMessage,
+    ParseError,
+    may_hold_lone_surrogates,
+    without_lone_surrogates,
+)
 from flows.redact import redact, safe_label
 
 __all__ = [
@@ -59,9 +63,6 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # Every digit as "0", everything else as " ": a run of 19 digits is then a substring search.
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 _NINETEEN_DIGITS = b"0" * 19
-# `\ud800`-`\udfff` escapes (either case) not part of a pair decode to lone surrogates.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -128,27 +129,14 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     if too_deep(decoded, MAX_DEPTH):
         msg = f"payload nests deeper than {MAX_DEPTH} levels"
         raise ParseError("invalid_json", msg)
-    if strictly and _SURROGATE_ESCAPE.search(payload):
+    if strictly and may_hold_lone_surrogates(payload):
         # JSON lets `\ud800` stand alone; Unicode text cannot hold it, so BSON and UTF-8
         # refuse it (an `insert_many` raised UnicodeEncodeError and stopped the flow, on
         # every redelivery). Each becomes U+FFFD, as Go's and WHATWG's decoders do: a glucose
         # reading with a damaged meal marker is still stored. orjson refuses such payloads,
         # so only the strict reader's results can hold one.
-        decoded = _without_lone_surrogates(decoded)
+        decoded = without_lone_surrogates(decoded)
     return decoded
-
-
-def _without_lone_surrogates(value: Any) -> Any:
-    """Return `value` with every lone surrogate in its texts and keys replaced by U+FFFD."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {
-            _LONE_SURROGATE.sub("\ufffd", k): _without_lone_surrogates(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_without_lone_surrogates(v) for v in value]
-    return value
 
 
 def _read_plainly(payload: bytes) -> Any:

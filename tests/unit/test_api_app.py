@@ -270,3 +270,34 @@ def test_other_query_parameters_are_logged_as_sent() -> None:
     build_server(Settings(auth="jwt", jwt_secret=SECRET))
     target = "/events?patient_id=P1&my_access_token=abc&step=x"
     assert target in _access_line(target)
+
+
+def test_odd_records_on_the_topic_neither_fail_the_feed_nor_the_recent_events(
+    tmp_path: Path,
+) -> None:
+    # Records another producer could write (an adversarial probe's): pretty-printed JSON
+    # holding an escaped lone surrogate made the feed's reader fail on it, and again after
+    # every restart (health 503); a record with a `data` object but a number for its `id`
+    # made /events/recent a 500 for everyone who could see it; JSON nested past the
+    # recursion limit.
+    path = tmp_path / "events.db"
+    log = SqliteEventLog(path)
+    pretty = json.loads(step_event(0, "P1", "H1"))
+    pretty["data"]["payload"] = {"marker": "\ud800"}
+    log.append(TOPIC, b"D0", json.dumps(pretty, indent=1).encode())
+    odd = json.loads(step_event(1, "P1", "H1"))
+    odd["id"] = 7
+    log.append(TOPIC, b"D1", json.dumps(odd).encode())
+    log.append(TOPIC, b"D2", b"[" * 5000 + b"]" * 5000)
+    log.append(TOPIC, b"D3", step_event(3, "P1", "H1"))
+    settings = Settings(
+        auth="jwt", jwt_secret=SECRET, steps_topic=TOPIC, event_log_url=f"sqlite:///{path}"
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        response = client.get("/events/recent", headers=bearer("events:all"))
+        assert response.status_code == 200, response.text
+        events = response.json()["events"]
+        assert [e["data"]["message_id"] for e in events] == ["m0", "m3"]
+        # The JSON answer is UTF-8, which has no lone surrogates: U+FFFD, as the flow reads it.
+        assert events[0]["data"]["payload"] == {"marker": "\ufffd"}

@@ -36,6 +36,16 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 HUGE_CURSOR = base64.urlsafe_b64encode(json.dumps([10**22, "x"]).encode()).decode().rstrip("=")
 
 
+def _cursor_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Cursors an adversarial probe made (500s before): an `_id` holding a lone surrogate, which
+# BSON cannot encode, and JSON nested deeper than the reader's recursion limit.
+SURROGATE_CURSOR = _cursor_of(b'[1772323200000,"\\ud800"]')
+DEEP_CURSOR = _cursor_of(b"[" * 5000 + b"]" * 5000)
+
+
 def token(scope: str) -> str:
     return jwt.encode({"exp": time.time() + 300, "scope": scope}, SECRET, algorithm="HS256")
 
@@ -138,6 +148,8 @@ def test_patients_never_show_a_citizen_id_registered_as_a_device_key(client: Tes
         ("from=0001-01-01T00:00:00%2B05:00", "from"),
         ("to=9999-12-31T23:59:59-05:00", "to"),
         (f"cursor={HUGE_CURSOR}", "cursor"),
+        (f"cursor={SURROGATE_CURSOR}", "cursor"),
+        (f"cursor={DEEP_CURSOR}", "cursor"),
     ],
 )
 def test_observation_pages_refuse_input_no_date_can_hold(
@@ -153,6 +165,8 @@ def test_observation_pages_refuse_input_no_date_can_hold(
         ("to=0001-01-01T00:00:00Z", "to"),
         ("bucket=99999999999999999999d", "bucket"),
         ("from=9999-12-31T23:59:59-05:00", "from"),
+        ("bucket=" + "9" * 5000 + "s", "bucket"),  # past the digits `int` reads: a 500 before
+        ("bucket=%C2%B2s", "bucket"),  # "²s": no width
     ],
 )
 def test_summaries_refuse_input_no_date_can_hold(
@@ -216,6 +230,11 @@ def test_alerts_since_no_utc_date_can_hold_is_a_422(client: TestClient) -> None:
         "patient=P0&date=9999-12-31",
         "patient=P0&date=9999",
         f"patient=P0&_cursor={HUGE_CURSOR}",
+        f"patient=P0&_cursor={SURROGATE_CURSOR}",
+        f"patient=P0&_cursor={DEEP_CURSOR}",
+        # Offsets that put the date past what UTC (and BSON) hold: a 500 before.
+        "patient=P0&date=ge9999-12-31T23:59:59-01:00",
+        "patient=P0&date=le0001-01-01T00:00:00%2B05:00",
         "",
         "patient=",
         "patient=P0&_count=0",
@@ -265,3 +284,15 @@ def test_fhir_bundle_links_never_carry_the_query_token(client: TestClient, name:
     following = client.get(links["next"], headers=bearer("patient:P0"))
     assert following.status_code == 200, following.text
     assert len(following.json()["entry"]) == 2
+
+
+def test_a_request_body_holding_a_lone_surrogate_is_a_422_that_echoes_nothing(
+    client: TestClient,
+) -> None:
+    # FastAPI's own handler echoed the refused value and could not encode it: a 500.
+    headers = {**bearer("hospital:H0"), "Content-Type": "application/json"}
+    body = b'{"note": "\\ud800 1234567890123"}'
+    response = client.post(f"/alerts/{0:032x}:0/ack", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] and all("input" not in e for e in response.json()["detail"])
+    assert CITIZEN_ID not in response.text
