@@ -154,6 +154,6 @@ def _step_events(records: list[StepRecord]) -> list[StepEvent]:
     for record in records:
         try:
             events.append(StepEvent.model_validate(record.event_json()))
-        except ValidationError:
+        except (ValidationError, RecursionError):  # nested past any event's depth
             logger.debug("record %d-%d is not a step event", record.partition, record.offset)
     return events

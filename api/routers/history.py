@@ -144,8 +144,8 @@ def _check_order(start: datetime | None, end: datetime | None) -> None:
 
 def _bucket_width(bucket: str) -> timedelta:
     match = _BUCKET.match(bucket)
-    # Digits past a year's worth of days in seconds are no window (and past 4,300 `int`
-    # refuses them: a 500, before this).
+    # Twelve digits are wider than any window in any unit; past 4,300 `int` refuses them (a
+    # 500, before this).
     if match is None or len(match.group(1)) > 12 or int(match.group(1)) == 0:
         msg = f"bucket {bucket!r} is not a width like 30s, 15m, 1h or 1d"
         raise invalid_parameter("bucket", msg)
