@@ -182,6 +182,13 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             msg = f"invalid token ({type(exc).__name__})"
             raise InvalidTokenError(msg) from exc
+        # RFC 7519: a time claim is a NumericDate, a JSON number. PyJWT also takes a numeric
+        # string ("9999999999") and converts it: such a token is not one an issuer made.
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+                msg = f"token's {name!r} claim is not a number"
+                raise InvalidTokenError(msg)
         # No claim grants nothing; a claim of `null` is a claim of the wrong type.
         subject = claims.get("sub")
         return Access.from_scope(

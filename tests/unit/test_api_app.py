@@ -91,6 +91,22 @@ def test_streams_and_queries_without_a_valid_token_are_401(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"exp": str(int(time.time()) + 600)},  # PyJWT converts it; RFC 7519 wants a number
+        {"exp": time.time() + 600, "nbf": "0"},
+        {"exp": time.time() + 600, "iat": True},
+    ],
+)
+def test_a_time_claim_that_is_not_a_number_is_401(
+    client: TestClient, times: dict[str, object]
+) -> None:
+    token = jwt.encode({**times, "scope": "events:all"}, SECRET, algorithm="HS256")
+    response = client.get("/events/recent", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401, response.text
+
+
 @pytest.mark.parametrize("scope", [5, {"events:all": 1}, ["events:all", 5], None])
 def test_a_scope_claim_of_the_wrong_type_is_401_not_500_nor_a_grant(
     client: TestClient, scope: object
