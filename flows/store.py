@@ -219,14 +219,9 @@ def _unstorable(envelope: Envelope, exc: Exception) -> Envelope:
         type(exc).__name__,
     )
     STORE_FAILURES.add([envelope.delivery.message_id])
-    outcome = StepOutcome(
-        step=Step.UPDATED,
-        status=StepStatus.ERROR,
-        at=datetime.now(UTC),
-        error_code=UNSTORABLE,
-        error_message=f"a value the database cannot hold ({type(exc).__name__})",
-    )
-    return envelope.replace(outcomes=[*envelope.outcomes, outcome])
+    message = f"a value the database cannot hold ({type(exc).__name__})"
+    [failed] = _record([envelope], {0: message}, Step.UPDATED, UNSTORABLE, lambda _p, _e: {})
+    return failed
 
 
 def _put_back(batch: list[Envelope], positions: list[int], done: list[Envelope]) -> list[Envelope]:

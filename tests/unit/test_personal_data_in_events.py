@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 from test_parse_fuzz import RULE
-from test_storable_fuzz import THRESHOLDS, EveryoneIsRegistered
+from test_storable_fuzz import staged
 
-from flows.enrich import enrich_envelope
-from flows.lookup_patient import PatientLookup
 from flows.model import Delivery, Envelope, fingerprint
 from flows.parse import parse_envelope
 from flows.receive import receive
@@ -83,10 +81,7 @@ def test_a_wifi_ssid_holding_an_id_is_redacted_at_steps_2_and_5(tmp_path: Path) 
         "time": "26/11/2025 09:39:00",
     }
     payload = json.dumps(body).encode()
-    delivery = Delivery(topic, payload, RECEIVED, fingerprint(topic, payload))
-    parsed = parse_envelope(receive(delivery), RULE)
-    [found] = PatientLookup(EveryoneIsRegistered)([parsed])  # type: ignore[arg-type]
-    enriched = enrich_envelope(found, THRESHOLDS)
+    enriched = staged(topic, payload, RECEIVED)
     # The stored reading keeps its SSID (the database is the record); events do not.
     assert CITIZEN_ID in json.dumps(enriched.observations, default=str)
     db = open_database(f"montydb://{tmp_path / 'store'}", "vf")

@@ -22,7 +22,7 @@ from flows.dead_letters import dead_letters
 from flows.enrich import enrich_envelope
 from flows.latest_vitals import latest_vitals
 from flows.lookup_patient import PatientLookup
-from flows.model import Delivery, fingerprint
+from flows.model import Delivery, Envelope, fingerprint
 from flows.parse import parse_envelope
 from flows.receive import receive
 from flows.step_events import step_events
@@ -50,11 +50,16 @@ class EveryoneIsRegistered:
             return [{"_id": k, "hospital_id": "h1"} for k in keys]
 
 
-def through_the_stages(topic: str, payload: bytes) -> None:
-    delivery = Delivery(topic, payload, RECEIVED, fingerprint(topic, payload))
+def staged(topic: str, payload: bytes, received: datetime = RECEIVED) -> Envelope:
+    """The envelope of one message after receive, parse, lookup and enrich, all registered."""
+    delivery = Delivery(topic, payload, received, fingerprint(topic, payload))
     parsed = parse_envelope(receive(delivery), RULE)
     [found] = PatientLookup(EveryoneIsRegistered)([parsed])  # type: ignore[arg-type]
-    envelope = enrich_envelope(found, THRESHOLDS)
+    return enrich_envelope(found, THRESHOLDS)
+
+
+def through_the_stages(topic: str, payload: bytes) -> None:
+    envelope = staged(topic, payload)
     for doc in envelope.observations:
         bson.encode(doc)
         bson.encode({"$set": {f"last_vitals.{doc['kind']}": latest_vitals(doc)}})

@@ -14,16 +14,11 @@ from datetime import UTC, datetime
 
 import bson
 import pytest
-from test_parse_fuzz import RULE
-from test_storable_fuzz import THRESHOLDS, EveryoneIsRegistered
+from test_storable_fuzz import staged
 
 from flows.dead_letters import dead_letters
 from flows.devices.parse_payload import decode_payload
-from flows.enrich import enrich_envelope
-from flows.lookup_patient import PatientLookup
-from flows.model import Delivery, Envelope, fingerprint
-from flows.parse import parse_envelope
-from flows.receive import receive
+from flows.model import Envelope
 from flows.step_events import step_events
 
 RECEIVED = datetime(2025, 11, 26, 9, 40, tzinfo=UTC)
@@ -52,10 +47,7 @@ WIFI_SSID = (
 
 
 def through_the_stages(topic: str, payload: bytes) -> Envelope:
-    delivery = Delivery(topic, payload, RECEIVED, fingerprint(topic, payload))
-    parsed = parse_envelope(receive(delivery), RULE)
-    [found] = PatientLookup(EveryoneIsRegistered)([parsed])  # type: ignore[arg-type]
-    return enrich_envelope(found, THRESHOLDS)
+    return staged(topic, payload, RECEIVED)
 
 
 def test_a_lone_surrogate_escape_is_read_as_the_replacement_character() -> None:
